@@ -1,0 +1,3 @@
+from fastprogan.cli import main
+
+raise SystemExit(main())
