@@ -12,7 +12,7 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "fastprogan" / "__init__.py").read_text()).group(1)
 
-packages = find_packages(include=["fastprogan", "fastprogan.*"]) + ["fastprogan.kernels"]
+packages = [*find_packages(include=["fastprogan", "fastprogan.*"]), "fastprogan.kernels"]
 
 setup(
     name="fastprogan",
