@@ -79,3 +79,8 @@ def resolve_impl(op: str, impl: str, x: torch.Tensor, *, has_triton: bool) -> st
     if reason is not None:
         raise RuntimeError(f"{op}: impl={impl!r} cannot run: {reason}. Pass impl='ref' to use PyTorch ops.")
     return "triton"
+
+
+def reduction_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision policy for reductions (pixel norm, minibatch stddev): at least fp32, fp64 kept."""
+    return torch.float64 if dtype == torch.float64 else torch.float32

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from fastprogan.ops._common import check_tensor, resolve_impl
+from fastprogan.ops._common import check_tensor, reduction_dtype, resolve_impl
 
 STDDEV_EPS = 1e-8
 
@@ -30,7 +30,7 @@ def minibatch_stddev_ref(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     """The oracle: the official composition of reductions, in fp32."""
     n, c, h, w = x.shape
     g = group_size_for(n, group_size)
-    y = x.float().reshape(g, -1, c, h, w)  # [G, M, C, H, W]
+    y = x.to(reduction_dtype(x.dtype)).reshape(g, -1, c, h, w)  # [G, M, C, H, W]
     y = y - y.mean(dim=0, keepdim=True)
     y = (y.square().mean(dim=0) + STDDEV_EPS).sqrt()  # [M, C, H, W]
     y = y.mean(dim=(1, 2, 3)).to(x.dtype)  # [M]

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from fastprogan.ops._common import check_tensor
+from fastprogan.ops._common import check_tensor, reduction_dtype
 
 DEFAULT_EPS = 1e-8
 
 
 def pixel_norm_ref(x: torch.Tensor, eps: float = DEFAULT_EPS) -> torch.Tensor:
     """The oracle, with the fp32 upcast of the precision policy."""
-    xf = x.float()
+    xf = x.to(reduction_dtype(x.dtype))
     return (xf * torch.rsqrt(xf.square().mean(dim=1, keepdim=True) + eps)).to(x.dtype)
 
 
