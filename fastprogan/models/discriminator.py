@@ -11,12 +11,14 @@ During a fade-in: ``lerp(fromRGB_prev(downscale(img)), block_new(fromRGB_new(img
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from fastprogan.models.generator import res_key
-from fastprogan.models.progressive import Level, feature_maps, level_for, resolution_log2
+from fastprogan.models.progressive import Level, check_num_channels, feature_maps, level_for, resolution_log2
 from fastprogan.nn import ConvDownscale2d, EqualizedConv2d, EqualizedLinear, FromRGB, MinibatchStdDev
 
 
@@ -65,8 +67,7 @@ class Discriminator(nn.Module):
     ) -> None:
         super().__init__()
         self.res_log2 = resolution_log2(resolution)
-        if num_channels not in (1, 3):
-            raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+        check_num_channels(num_channels)
         if (
             isinstance(mbstd_group_size, bool)
             or not isinstance(mbstd_group_size, int)
@@ -77,8 +78,7 @@ class Discriminator(nn.Module):
             )
         self.resolution, self.num_channels, self.mbstd_group_size = resolution, num_channels, mbstd_group_size
 
-        def nf(stage: int) -> int:
-            return feature_maps(stage, fmap_base, fmap_decay, fmap_max)
+        nf = functools.partial(feature_maps, fmap_base=fmap_base, fmap_decay=fmap_decay, fmap_max=fmap_max)
 
         self.fromrgb = nn.ModuleDict()
         self.blocks = nn.ModuleDict()

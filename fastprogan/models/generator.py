@@ -11,13 +11,14 @@ During a fade-in the output is ``lerp(upscale(toRGB_prev(x_prev)), toRGB_new(x_n
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastprogan.models.progressive import Level, feature_maps, level_for, resolution_log2
+from fastprogan.models.progressive import Level, check_num_channels, feature_maps, level_for, resolution_log2
 from fastprogan.nn import EqualizedConv2d, EqualizedLinear, ToRGB, UpscaleConv2d
 from fastprogan.ops import bias_act, pixel_norm
 
@@ -92,12 +93,10 @@ class Generator(nn.Module):
     ) -> None:
         super().__init__()
         self.res_log2 = resolution_log2(resolution)
-        if num_channels not in (1, 3):
-            raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+        check_num_channels(num_channels)
         self.resolution, self.num_channels = resolution, num_channels
 
-        def nf(stage: int) -> int:
-            return feature_maps(stage, fmap_base, fmap_decay, fmap_max)
+        nf = functools.partial(feature_maps, fmap_base=fmap_base, fmap_decay=fmap_decay, fmap_max=fmap_max)
 
         self.latent_size = nf(0) if latent_size is None else latent_size
         self.normalize_latents, self.pixelnorm_eps = normalize_latents, pixelnorm_eps

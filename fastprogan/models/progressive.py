@@ -70,3 +70,10 @@ def lod_for(max_res_log2: int, resolution: int, alpha: float = 1.0) -> float:
 def feature_maps(stage: int, fmap_base: int = 8192, fmap_decay: float = 1.0, fmap_max: int = 512) -> int:
     """Channels at a stage: ``min(fmap_base / 2**(stage * fmap_decay), fmap_max)``; res 2**r uses stage r-1."""
     return min(int(fmap_base / (2.0 ** (stage * fmap_decay))), fmap_max)
+
+
+def check_num_channels(num_channels: int) -> int:
+    """Image channels: 1 (grayscale) or 3 (RGB), or ValueError."""
+    if num_channels not in (1, 3):
+        raise ValueError(f"num_channels must be 1 or 3, got {num_channels}")
+    return num_channels

@@ -7,41 +7,33 @@ run it through :func:`fastprogan.ops.upscale_conv2d` / :func:`fastprogan.ops.con
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 
-from fastprogan.nn.equalized import SQRT2, EqualizedLayer
+from fastprogan.nn.equalized import EqualizedConv2d
 from fastprogan.ops import conv2d_downscale, upscale_conv2d
-from fastprogan.ops.pixel_norm import DEFAULT_EPS
 
 
-class _ResampleConv2d(EqualizedLayer):
+class _ResampleConv2d(EqualizedConv2d):
+    """A 3x3 equalized conv (fan-in 9 * C_in) run through a fused resampling op; leaky-ReLU by default.
+
+    Keyword arguments are those of :class:`EqualizedConv2d`.
+    """
+
+    resample: Callable[..., torch.Tensor]  # the op, set by each subclass
+
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        gain: float,
-        bias: bool,
-        activation: str,
-        negative_slope: float,
-        pixel_norm: bool,
-        eps: float,
-        impl: str,
+        self, in_channels: int, out_channels: int, *, activation: str = "lrelu", **kwargs: Any
     ) -> None:
-        super().__init__(
-            out_channels,
-            bias=bias,
-            activation=activation,
-            negative_slope=negative_slope,
-            pixel_norm=pixel_norm,
-            eps=eps,
-            impl=impl,
-        )
-        self.in_channels, self.out_channels = in_channels, out_channels
+        super().__init__(in_channels, out_channels, 3, activation=activation, **kwargs)
         # One switch for the whole layer: "ref" runs the unfused oracle conv too; otherwise the fused
         # 4x4-weight conv (the op's "auto") with the epilogue's impl ("auto" or "triton").
-        self.conv_impl = "ref" if impl == "ref" else "auto"
-        self._init_weight((out_channels, in_channels, 3, 3), in_channels * 9, gain)
+        self.conv_impl = "ref" if self.impl == "ref" else "auto"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.epilogue(type(self).resample(x, self.scaled_weight(x), impl=self.conv_impl))
 
 
 class UpscaleConv2d(_ResampleConv2d):
@@ -50,33 +42,7 @@ class UpscaleConv2d(_ResampleConv2d):
     ``impl`` picks the epilogue ("auto", "triton", "ref"); "ref" also runs the unfused conv.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        gain: float = SQRT2,
-        bias: bool = True,
-        activation: str = "lrelu",
-        negative_slope: float = 0.2,
-        pixel_norm: bool = False,
-        eps: float = DEFAULT_EPS,
-        impl: str = "auto",
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            gain=gain,
-            bias=bias,
-            activation=activation,
-            negative_slope=negative_slope,
-            pixel_norm=pixel_norm,
-            eps=eps,
-            impl=impl,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.epilogue(upscale_conv2d(x, self.scaled_weight(x), impl=self.conv_impl))
+    resample = staticmethod(upscale_conv2d)
 
 
 class ConvDownscale2d(_ResampleConv2d):
@@ -85,28 +51,4 @@ class ConvDownscale2d(_ResampleConv2d):
     ``impl`` picks the epilogue ("auto", "triton", "ref"); "ref" also runs the unfused conv.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        gain: float = SQRT2,
-        bias: bool = True,
-        activation: str = "lrelu",
-        negative_slope: float = 0.2,
-        impl: str = "auto",
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            gain=gain,
-            bias=bias,
-            activation=activation,
-            negative_slope=negative_slope,
-            pixel_norm=False,
-            eps=DEFAULT_EPS,
-            impl=impl,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.epilogue(conv2d_downscale(x, self.scaled_weight(x), impl=self.conv_impl))
+    resample = staticmethod(conv2d_downscale)
