@@ -86,7 +86,7 @@ class ImageLoader:
         self.epoch = 0
         self.offset = 0
         self._perm_cache: dict[int, np.ndarray] = {}
-        self._prefetch = prefetch if prefetch is not None else 2 * num_workers
+        self._prefetch = prefetch if prefetch is not None else num_workers
         self._pool: ThreadPoolExecutor | None = None
         self._queue: deque[tuple[Future, int, int]] = deque()  # (batch, epoch after, offset after)
         self._plan = (0, 0)  # position after the last batch queued
