@@ -161,7 +161,10 @@ def create_dataset(
     from tqdm import tqdm
 
     out = Path(out)
-    resolutions_for(resolution)  # validates
+    try:
+        resolutions_for(resolution)
+    except ValueError as exc:
+        raise DatasetError(f"--resolution: {exc}") from None
     if channels not in (1, 3):
         raise DatasetError(f"--channels must be 1 or 3, got {channels}")
     if transform not in TRANSFORMS:

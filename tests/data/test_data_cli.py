@@ -81,3 +81,10 @@ def test_info_and_verify_on_a_non_dataset(tmp_path, capsys):
 def test_dataset_without_subcommand_prints_help(capsys):
     assert main(["dataset"]) == 2
     assert "create" in capsys.readouterr().out
+
+
+def test_bad_resolution_exits_2_with_a_message(tmp_path, write_images, capsys):
+    write_images(tmp_path / "src", 1, size=(8, 8))
+    assert main(["dataset", "create", str(tmp_path / "src"), str(tmp_path / "ds"), "--resolution", "24"]) == 2
+    err = capsys.readouterr().err
+    assert "power of two" in err and "Traceback" not in err
