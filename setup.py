@@ -24,7 +24,7 @@ setup(
     packages=packages,
     package_dir={"fastprogan.kernels": "kernels"},
     include_package_data=True,
-    package_data={"fastprogan": ["data/default/*.npz", "data/default/*.json"]},
+    package_data={"fastprogan": ["data/default/*.npz", "data/default/*.json", "data/default/*.md"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
