@@ -136,7 +136,9 @@ def lrelu_grad_kernel(
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     g = _to_compute(tl.load(grad_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
-    out = tl.load(out_ptr + offs, mask=mask, other=0.0)
+    # Compare in the compute dtype: the interpreter keeps bf16 as raw 16-bit patterns, so a bf16
+    # comparison there would order the bits, not the values.
+    out = _to_compute(tl.load(out_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
     gx = tl.where(out > 0, g, g * slope)
     tl.store(grad_in_ptr + offs, gx.to(grad_in_ptr.dtype.element_ty), mask=mask)
 

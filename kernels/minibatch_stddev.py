@@ -62,8 +62,8 @@ def minibatch_stddev_fwd_kernel(
             d = tl.load(x_ptr + n * K + k, mask=mask, other=0.0).to(acc_dtype) - mean
             sq += d * d
         acc += tl.where(mask, tl.sqrt(sq / G + eps), 0.0)
-    # The reference casts the statistic to x's dtype before broadcasting it.
-    stat = (tl.sum(acc, axis=0) / K).to(out_ptr.dtype.element_ty)
+    stat = tl.sum(acc, axis=0) / K
+    stat_row = (tl.zeros([BLOCK], dtype=acc_dtype) + stat).to(out_ptr.dtype.element_ty)  # rounded once
     for g in range(G):
         n = (g * M + m).to(tl.int64)
         for p0 in range(0, S, BLOCK):
@@ -72,7 +72,7 @@ def minibatch_stddev_fwd_kernel(
                 offs = n * out_stride_n + p * (C + 1) + C
             else:
                 offs = n * out_stride_n + C * S + p
-            tl.store(out_ptr + offs, tl.zeros([BLOCK], dtype=out_ptr.dtype.element_ty) + stat, mask=p < S)
+            tl.store(out_ptr + offs, stat_row, mask=p < S)
 
 
 def output_layout(x: torch.Tensor) -> torch.memory_format:
