@@ -39,18 +39,23 @@ class TileConfig:
 
 
 # One tile per channel bucket; ProGAN's channel counts (16..512) each get an exact bucket, odd counts
-# round up (masked lanes). 4096-element tiles on 4 warps keep 32 values per thread per live tensor;
-# the 512-channel tile keeps 16 pixels (NCHW rows of 64 B in fp32) and so uses 8 warps: a 512 x 64
-# fp32 tile on 4 warps spills (NO_GPU.md), 512 x 16 on 8 warps does not (static check table).
+# round up (masked lanes). Tiles keep rows of >= 16 pixels (64 B in fp32: whole sectors in NCHW) and
+# 16 values per thread per live tensor: the static check measured 4096-element tiles on 4 warps (32
+# values per thread) at 150-255 registers with spills in the backward on sm_90, and the same tiles on
+# 8 warps (16 per thread) without spills at about half the registers (docs/kernels.md has the table).
 PIXEL_NORM_TILES = (
-    TileConfig(4, 1024, 4),
-    TileConfig(16, 256, 4),
-    TileConfig(32, 128, 4),
-    TileConfig(64, 64, 4),
-    TileConfig(128, 32, 4),
-    TileConfig(256, 16, 4),
-    TileConfig(512, 16, 8),
+    TileConfig(4, 1024, 8),
+    TileConfig(16, 256, 8),
+    TileConfig(32, 128, 8),
+    TileConfig(64, 64, 8),
+    TileConfig(128, 32, 8),
+    TileConfig(256, 16, 8),
+    TileConfig(512, 16, 16),
 )
+# C > 512: two passes over channel blocks. 16 warps (512 threads) cap ptxas at 128 registers per
+# thread, and the looped 512-channel tile spilled 16-48 B under that cap (static check); 256-channel
+# blocks on 8 warps do not.
+LOOP_TILE = TileConfig(256, 16, 8)
 # Elementwise kernels (no channel reduction): one flat block per program.
 FLAT_BLOCK = 2048
 FLAT_WARPS = 4
@@ -69,7 +74,7 @@ def pixel_norm_tile(channels: int) -> tuple[TileConfig, bool]:
     for tile in PIXEL_NORM_TILES:
         if channels <= tile.block_c:
             return tile, True
-    return PIXEL_NORM_TILES[-1], False
+    return LOOP_TILE, False
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -489,7 +494,7 @@ def launch_configs() -> list[dict]:
                     "num_warps": FLAT_WARPS,
                 }
             )
-            tiles = [(t, True) for t in PIXEL_NORM_TILES] + [(PIXEL_NORM_TILES[-1], False)]
+            tiles = [(t, True) for t in PIXEL_NORM_TILES] + [(LOOP_TILE, False)]
             for tile, one_block in tiles:
                 tile_constexprs = {
                     "CHANNELS_LAST": channels_last,
