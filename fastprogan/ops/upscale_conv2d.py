@@ -8,7 +8,8 @@ cast to the activation dtype per call). Every derivative order (both paths are p
 
 impl: "ref" = the unfused oracle (also a real path: nearest upsample + 3x3 conv), "fused" = the
 4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CPU always "fused" (0.32-0.62x
-the time of upsample + conv at ProGAN shapes, NO_GPU.md section 4); on CUDA the path with the lower
+the time of upsample + conv at ProGAN shapes in NO_GPU.md section 4; but benchmarks/bench_ops.py measured
+it slower at batch 8, 512 channels, 4x4 -> 8x8 on 2 cores: docs/kernels.md); on CUDA the path with the lower
 roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
 the traffic counter (``python -m fastprogan.tools.traffic``; tests/tools/test_traffic.py checks the
 formulas against the counter). Building the 4x4 weights costs weight traffic on every call, so the
