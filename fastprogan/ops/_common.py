@@ -52,6 +52,8 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
         return "Triton is not installed (pip install triton; Linux x86_64 only)"
     if device.type == "cuda":
         return None
+    if device.type == "meta":
+        return None  # shape-only tensors: the ops' fake implementations run, no kernel launches
     if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
         return None
     return (
@@ -59,11 +61,23 @@ def triton_unavailable_reason(device: torch.device) -> str | None:
     )
 
 
-def resolve_impl(op: str, impl: str, x: torch.Tensor, *, has_triton: bool) -> str:
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def kernel_dtype_ok(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels take x's dtype on x's device: fp32/fp16/bf16 everywhere (the dtypes
+    the static GPU check compiles), fp64 only off CUDA (the interpreter, for gradcheck)."""
+    return x.dtype in KERNEL_DTYPES or (x.dtype == torch.float64 and x.device.type != "cuda")
+
+
+def resolve_impl(
+    op: str, impl: str, x: torch.Tensor, *, has_triton: bool, kernel_dtype_ok: bool = True
+) -> str:
     """Return "ref" or "triton" for ``impl`` in ("auto", "ref", "triton"), or raise with the reason.
 
     "auto" means Triton on CUDA tensors and the reference elsewhere; an op without a Triton kernel
-    (``has_triton=False``) always runs its reference.
+    (``has_triton=False``) always runs its reference, and so does "auto" for a dtype the kernels are
+    not built for (``kernel_dtype_ok=False``, e.g. fp64 on CUDA), where "triton" raises.
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
@@ -73,8 +87,13 @@ def resolve_impl(op: str, impl: str, x: torch.Tensor, *, has_triton: bool) -> st
         if impl == "triton":
             raise RuntimeError(f"{op}: impl='triton' requested, but {op} has no Triton kernel")
         return "ref"
-    if impl == "auto" and x.device.type != "cuda":
+    if impl == "auto" and (x.device.type != "cuda" or not kernel_dtype_ok):
         return "ref"
+    if not kernel_dtype_ok:
+        raise RuntimeError(
+            f"{op}: impl='triton' cannot run: the kernels are built for {[str(d) for d in KERNEL_DTYPES]} "
+            f"on {x.device.type} (fp64 only under the interpreter), got {x.dtype}. Pass impl='ref'."
+        )
     reason = triton_unavailable_reason(x.device)
     if reason is not None:
         raise RuntimeError(f"{op}: impl={impl!r} cannot run: {reason}. Pass impl='ref' to use PyTorch ops.")

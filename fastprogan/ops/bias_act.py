@@ -1,10 +1,32 @@
 """bias_act: bias add + leaky-ReLU + optional pixel norm, the epilogue of every ProGAN layer.
 
 Math: ``y = lrelu(x + b, slope)``, then optionally ``y *= rsqrt(mean_c(y**2) + eps)`` over channels,
-for x [N, C] or [N, C, H, W] (NCHW or channels_last) and b [C]. ``negative_slope=1.0`` is the linear
-activation (toRGB, D's last dense). Math in fp32, output in x's dtype; fp32 parameters are cast inside.
+for x [N, C] or [N, C, H, W] and b [C]. ``negative_slope=1.0`` is the linear activation (toRGB, D's
+last dense); 0.0 is ReLU.
 
-Derivatives: the reference is plain torch, so every order. (Fused kernels: see fastprogan.kernels.)
+Layouts: NCHW or channels_last (the kernel's addressing follows x's strides, the output keeps x's
+layout); any other view (slices, transposes) is copied to NCHW once before the kernel. 2-D inputs
+(dense layers) too.
+
+Dtypes: activations fp32, fp16, bf16 (fp64 on CPU under the interpreter, for gradcheck; on CUDA fp64
+runs the reference). Math in fp32, output in x's dtype. The bias may be fp32 with half-precision x
+(parameters stay fp32): it is cast inside the kernel. Under ``torch.autocast`` nothing is cast for these
+custom ops (autocast has no rule for them); they accept the fp32 parameters with the autocast
+activation dtype and return that dtype, which is what the precision policy asks for.
+
+Which parts run where: everything here is Triton (``fastprogan.kernels.bias_act``); the convolution
+before it is cuDNN (``upscale_conv2d``, ``conv2d_downscale``, ``F.conv2d``).
+
+Derivatives:
+- D path (``pixel_norm=False``): every order. The forward is the op ``fastprogan::bias_act``, its
+  backward is the op ``fastprogan::lrelu_grad(grad, out, slope)`` (lrelu' decided by out > 0, which
+  equals x + b > 0 for every slope in [0, 1]), linear in grad; its own backward is lrelu_grad again
+  (w.r.t. grad) and 0 w.r.t. out. The bias gradient is ``grad_x.sum`` over N, H, W (deterministic
+  torch reduction, differentiable). The WGAN-GP penalty differentiates through this.
+- G path (``pixel_norm=True``): first order. ``fastprogan::bias_act_pixel_norm`` saves x and the per-
+  pixel rsqrt; ``fastprogan::bias_act_pixel_norm_backward`` recomputes from them in one kernel and
+  reduces the bias gradient in two deterministic stages (no atomics). Differentiating that backward
+  again (create_graph=True, then backward) raises RuntimeError.
 """
 
 from __future__ import annotations
@@ -12,8 +34,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from fastprogan.ops._common import check_channels, check_same_device, check_tensor, resolve_impl
+from fastprogan.ops._common import (
+    check_channels,
+    check_same_device,
+    check_tensor,
+    kernel_dtype_ok,
+    resolve_impl,
+)
+from fastprogan.ops._kernels import load_kernels
 from fastprogan.ops.pixel_norm import DEFAULT_EPS, pixel_norm_ref
+
+# ----------------------------------------------------------------------------------------------------
+# Reference
 
 
 def bias_act_ref(
@@ -31,6 +63,172 @@ def bias_act_ref(
     if pixel_norm:
         x = pixel_norm_ref(x, eps)
     return x
+
+
+# ----------------------------------------------------------------------------------------------------
+# Layout of the kernels' outputs, shared by the real and the fake implementations.
+
+
+def _dense_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the kernels produce for x: channels_last if x is channels_last-dense, else NCHW."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _empty_like_dense(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.empty_like(x, dtype=dtype, memory_format=_dense_format(x))
+
+
+def _reduce_dims(x: torch.Tensor) -> list[int]:
+    return [0] if x.ndim == 2 else [0, 2, 3]
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.library registration: D path (twice differentiable)
+
+
+@torch.library.custom_op(
+    "fastprogan::lrelu_grad",
+    mutates_args=(),
+    schema="(Tensor grad, Tensor out, float negative_slope) -> Tensor",
+)
+def _lrelu_grad_op(grad: torch.Tensor, out: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    return load_kernels("bias_act").lrelu_grad(grad, out, negative_slope)
+
+
+@_lrelu_grad_op.register_fake
+def _(grad, out, negative_slope):
+    return _empty_like_dense(out)
+
+
+def _lrelu_grad_setup(ctx, inputs, output):
+    _, out, negative_slope = inputs
+    ctx.negative_slope = negative_slope
+    ctx.save_for_backward(out)
+
+
+def _lrelu_grad_backward(ctx, grad_grad_in):
+    # lrelu_grad is linear in grad with a piecewise-constant factor of out: d/dgrad is lrelu_grad
+    # itself, d/dout is 0 (almost everywhere).
+    (out,) = ctx.saved_tensors
+    return torch.ops.fastprogan.lrelu_grad(grad_grad_in, out, ctx.negative_slope), None, None
+
+
+_lrelu_grad_op.register_autograd(_lrelu_grad_backward, setup_context=_lrelu_grad_setup)
+
+
+@torch.library.custom_op(
+    "fastprogan::bias_act", mutates_args=(), schema="(Tensor x, Tensor? bias, float negative_slope) -> Tensor"
+)
+def _bias_act_op(x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float) -> torch.Tensor:
+    return load_kernels("bias_act").bias_lrelu_forward(x, bias, negative_slope)
+
+
+@_bias_act_op.register_fake
+def _(x, bias, negative_slope):
+    return _empty_like_dense(x)
+
+
+def _bias_act_setup(ctx, inputs, output):
+    x, bias, negative_slope = inputs
+    ctx.negative_slope = negative_slope
+    ctx.reduce_dims = _reduce_dims(x)
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.save_for_backward(output)  # the output decides lrelu' (out > 0 iff x + b > 0)
+
+
+def _bias_act_backward(ctx, grad_out):
+    (out,) = ctx.saved_tensors
+    grad_x = torch.ops.fastprogan.lrelu_grad(grad_out, out, ctx.negative_slope)
+    grad_bias = None
+    if ctx.bias_dtype is not None and ctx.needs_input_grad[1]:
+        acc_dtype = torch.promote_types(ctx.bias_dtype, torch.float32)
+        grad_bias = grad_x.sum(ctx.reduce_dims, dtype=acc_dtype).to(ctx.bias_dtype)
+    return grad_x, grad_bias, None
+
+
+_bias_act_op.register_autograd(_bias_act_backward, setup_context=_bias_act_setup)
+
+
+# ----------------------------------------------------------------------------------------------------
+# torch.library registration: G path (pixel norm, first order)
+
+
+@torch.library.custom_op(
+    "fastprogan::bias_act_pixel_norm_backward",
+    mutates_args=(),
+    schema="(Tensor grad, Tensor x, Tensor? bias, Tensor rstd, float negative_slope) -> (Tensor, Tensor)",
+)
+def _bias_act_pixel_norm_backward_op(
+    grad: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None, rstd: torch.Tensor, negative_slope: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_kernels("bias_act").bias_act_pixel_norm_backward(grad, x, bias, rstd, negative_slope)
+
+
+@_bias_act_pixel_norm_backward_op.register_fake
+def _(grad, x, bias, rstd, negative_slope):
+    return _empty_like_dense(x), x.new_empty(x.shape[1], dtype=rstd.dtype)
+
+
+def _pixel_norm_backward_setup(ctx, inputs, output):
+    pass
+
+
+def _pixel_norm_double_backward(ctx, *grads):
+    raise RuntimeError(
+        "fastprogan.ops.bias_act(pixel_norm=True) is differentiable once only (the generator's "
+        "epilogue); its backward was differentiated again (create_graph=True). Use impl='ref' if you "
+        "need higher-order gradients through pixel norm."
+    )
+
+
+_bias_act_pixel_norm_backward_op.register_autograd(
+    _pixel_norm_double_backward, setup_context=_pixel_norm_backward_setup
+)
+
+
+@torch.library.custom_op(
+    "fastprogan::bias_act_pixel_norm",
+    mutates_args=(),
+    schema="(Tensor x, Tensor? bias, float negative_slope, float eps) -> (Tensor, Tensor)",
+)
+def _bias_act_pixel_norm_op(
+    x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_kernels("bias_act").bias_act_pixel_norm_forward(x, bias, negative_slope, eps)
+
+
+@_bias_act_pixel_norm_op.register_fake
+def _(x, bias, negative_slope, eps):
+    rstd_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return _empty_like_dense(x), x.new_empty((x.shape[0], *x.shape[2:]), dtype=rstd_dtype)
+
+
+def _bias_act_pixel_norm_setup(ctx, inputs, output):
+    x, bias, negative_slope, _ = inputs
+    ctx.negative_slope = negative_slope
+    ctx.has_bias = bias is not None
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, bias, output[1])
+
+
+def _bias_act_pixel_norm_backward(ctx, grad_out, _grad_rstd):
+    x, bias, rstd = ctx.saved_tensors
+    grad_x, grad_bias = torch.ops.fastprogan.bias_act_pixel_norm_backward(
+        grad_out, x, bias, rstd, ctx.negative_slope
+    )
+    return grad_x, (grad_bias.to(ctx.bias_dtype) if ctx.has_bias else None), None, None
+
+
+_bias_act_pixel_norm_op.register_autograd(
+    _bias_act_pixel_norm_backward, setup_context=_bias_act_pixel_norm_setup
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Public function
 
 
 def check_bias_act_args(
@@ -56,7 +254,31 @@ def bias_act(
     *,
     impl: str = "auto",
 ) -> torch.Tensor:
-    """``lrelu(x + bias)`` then optional pixel norm, in one pass where a fused kernel runs."""
+    """``lrelu(x + bias)`` then optional pixel norm over channels, in one Triton pass.
+
+    x [N, C] or [N, C, H, W] (fp32/fp16/bf16, NCHW or channels_last), bias [C] (any float dtype, e.g.
+    the fp32 parameter) -> same shape, dtype and layout as x. ``impl``: "auto" (Triton on CUDA, the
+    reference elsewhere), "triton" (the kernel; on CPU only under TRITON_INTERPRET=1) or "ref".
+    Twice differentiable without pixel norm, once with it (see the module docstring).
+    """
     check_bias_act_args(x, bias, negative_slope, eps)
-    resolve_impl("bias_act", impl, x, has_triton=False)
-    return bias_act_ref(x, bias, negative_slope, pixel_norm, eps)
+    which = resolve_impl("bias_act", impl, x, has_triton=True, kernel_dtype_ok=kernel_dtype_ok(x))
+    if which == "ref":
+        return bias_act_ref(x, bias, negative_slope, pixel_norm, eps)
+    if pixel_norm:
+        return torch.ops.fastprogan.bias_act_pixel_norm(x, bias, float(negative_slope), float(eps))[0]
+    return torch.ops.fastprogan.bias_act(x, bias, float(negative_slope))
+
+
+def lrelu_grad(grad: torch.Tensor, out: torch.Tensor, negative_slope: float) -> torch.Tensor:
+    """``grad * (out > 0 ? 1 : negative_slope)``: the input gradient of ``lrelu`` given its output.
+
+    The registered op ``fastprogan::lrelu_grad`` (Triton), differentiable to every order w.r.t. grad.
+    """
+    check_tensor("grad", grad, ndims=(2, 4))
+    check_tensor("out", out, ndims=(2, 4))
+    if grad.shape != out.shape:
+        raise ValueError(f"grad {tuple(grad.shape)} and out {tuple(out.shape)} must have the same shape")
+    check_same_device(grad=grad, out=out)
+    resolve_impl("lrelu_grad", "triton", out, has_triton=True, kernel_dtype_ok=kernel_dtype_ok(out))
+    return torch.ops.fastprogan.lrelu_grad(grad, out, float(negative_slope))

@@ -4,14 +4,21 @@ Math, exactly as the official layer: G = min(group_size, N) and N must be divisi
 [N, C, H, W] as [G, M, C, H, W] (M = N / G) and reduce over axis 0, so sample n belongs to the group
 {n' : n' = n mod M} (strided, not consecutive). In fp32: subtract the group mean, take the biased
 mean of squares over the group, sqrt(var + 1e-8), average over C, H, W -> one scalar per group,
-broadcast over H, W to every member. Output [N, C+1, H, W] in x's dtype. All derivative orders.
+broadcast over H, W to every member. Output [N, C+1, H, W] in x's dtype.
+
+Triton (``impl="triton"``, the default on CUDA): one kernel (``fastprogan.kernels.minibatch_stddev``)
+copies x and writes the statistic channel straight into the [N, C+1, H, W] output (no torch.cat); NCHW
+or channels_last (the output keeps x's layout; other views are copied to NCHW first); fp32/fp16/bf16.
+The backward is written with differentiable torch ops (recomputing the group statistics from the
+saved x), so every derivative order is available, as the WGAN-GP penalty in D needs.
 """
 
 from __future__ import annotations
 
 import torch
 
-from fastprogan.ops._common import check_tensor, reduction_dtype, resolve_impl
+from fastprogan.ops._common import check_tensor, kernel_dtype_ok, reduction_dtype, resolve_impl
+from fastprogan.ops._kernels import load_kernels
 
 STDDEV_EPS = 1e-8
 
@@ -38,9 +45,65 @@ def minibatch_stddev_ref(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     return torch.cat([x, y], dim=1)
 
 
+def minibatch_stddev_grad(x: torch.Tensor, grad_out: torch.Tensor, groups: int) -> torch.Tensor:
+    """The input gradient of the layer, with differentiable torch ops (so double backward is automatic).
+
+    With d = x - mean_g(x) and sd = sqrt(mean_g(d^2) + eps) per (group, element), the statistic is
+    s_m = mean_k sd, so ds_m/dx = d / (G * sd * K), K = C*H*W; the statistic's incoming gradient is
+    the sum of grad_out's last channel over the group members and pixels. Reduced in fp32 (fp64 for
+    fp64 x).
+    """
+    n, c, h, w = x.shape
+    k = c * h * w
+    acc_dtype = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for gradcheck
+    xf = x.to(acc_dtype).reshape(groups, -1, c, h, w)  # [G, M, C, H, W]
+    d = xf - xf.mean(dim=0, keepdim=True)
+    sd = (d.square().mean(dim=0, keepdim=True) + STDDEV_EPS).sqrt()  # [1, M, C, H, W]
+    grad_stat = grad_out[:, c].to(acc_dtype).reshape(groups, -1, h * w).sum(dim=(0, 2))  # [M]
+    grad_x = (grad_stat.reshape(1, -1, 1, 1, 1) / (groups * k)) * d / sd  # [G, M, C, H, W]
+    return grad_out[:, :c] + grad_x.reshape(n, c, h, w).to(x.dtype)
+
+
+@torch.library.custom_op(
+    "fastprogan::minibatch_stddev", mutates_args=(), schema="(Tensor x, int groups) -> Tensor"
+)
+def _minibatch_stddev_op(x: torch.Tensor, groups: int) -> torch.Tensor:
+    return load_kernels("minibatch_stddev").minibatch_stddev_forward(x, groups, STDDEV_EPS)
+
+
+@_minibatch_stddev_op.register_fake
+def _(x, groups):
+    channels_last = (
+        x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    )
+    n, c, h, w = x.shape
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return x.new_empty((n, c + 1, h, w)).contiguous(memory_format=fmt)
+
+
+def _minibatch_stddev_setup(ctx, inputs, output):
+    x, groups = inputs
+    ctx.groups = groups
+    ctx.save_for_backward(x)
+
+
+def _minibatch_stddev_backward(ctx, grad_out):
+    (x,) = ctx.saved_tensors
+    return minibatch_stddev_grad(x, grad_out, ctx.groups), None
+
+
+_minibatch_stddev_op.register_autograd(_minibatch_stddev_backward, setup_context=_minibatch_stddev_setup)
+
+
 def minibatch_stddev(x: torch.Tensor, group_size: int = 4, *, impl: str = "auto") -> torch.Tensor:
-    """Append the minibatch standard deviation map. x [N, C, H, W] -> [N, C+1, H, W]."""
+    """Append the minibatch standard deviation map. x [N, C, H, W] -> [N, C+1, H, W].
+
+    ``impl``: "auto" (Triton on CUDA, the reference elsewhere), "triton" (on CPU only under
+    TRITON_INTERPRET=1) or "ref". Every derivative order on both paths.
+    """
     check_tensor("x", x)
-    group_size_for(x.shape[0], group_size)
-    resolve_impl("minibatch_stddev", impl, x, has_triton=False)
-    return minibatch_stddev_ref(x, group_size)
+    groups = group_size_for(x.shape[0], group_size)
+    which = resolve_impl("minibatch_stddev", impl, x, has_triton=True, kernel_dtype_ok=kernel_dtype_ok(x))
+    if which == "ref":
+        return minibatch_stddev_ref(x, group_size)
+    return torch.ops.fastprogan.minibatch_stddev(x, groups)

@@ -6,7 +6,15 @@ GPU) with the 4x4 kernel of :mod:`fastprogan.ops.resample_weight`: 0.44x the FLO
 upsampled intermediate. Layouts: NCHW or channels_last; dtypes fp32/fp16/bf16/fp64 (parameters are
 cast to the activation dtype per call). Every derivative order (both paths are plain torch ops).
 
-impl: "ref" = the unfused oracle, "fused" = the 4x4-kernel transposed conv, "auto" = "fused".
+impl: "ref" = the unfused oracle (also a real path: nearest upsample + 3x3 conv), "fused" = the
+4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CPU always "fused" (0.32-0.62x
+the time of upsample + conv at ProGAN shapes in NO_GPU.md section 4; but benchmarks/bench_ops.py measured
+it slower at batch 8, 512 channels, 4x4 -> 8x8 on 2 cores: docs/kernels.md); on CUDA the path with the lower
+roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
+the traffic counter (``python -m fastprogan.tools.traffic``; tests/tools/test_traffic.py checks the
+formulas against the counter). Building the 4x4 weights costs weight traffic on every call, so the
+upsample path wins when there are few activations per weight (generation at batch 1, small images);
+at ProGAN's training batches the fused path wins everywhere (docs/kernels.md has the numbers).
 """
 
 from __future__ import annotations
@@ -30,11 +38,63 @@ def _upscale_conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return F.conv_transpose2d(x, upscale_conv_weight(weight), bias, stride=2, padding=1)
 
 
+# Elements moved, fitted with the traffic counter (exact up to the box-filter constant): per input
+# activation element (x = N*C_in*H*W), per output element (y = N*C_out*4*H*W) and per 3x3 weight
+# element (w9 = 9*C_out*C_in). Forward / forward+backward; the weight terms include the 4x4-weight
+# construction (flip, box-filter conv, transposed layout) and its backward.
+TRAFFIC_COEFFS = {
+    # path: ((x, y, w9) forward, (x, y, w9) forward + backward)
+    "fused": ((1.0, 1.0, 6.56), (3.0, 2.0, 23.0)),
+    "ref": ((9.0, 1.0, 1.0), (22.0, 2.0, 3.0)),
+}
+MACS_PER_OUTPUT_TAP = {"fused": 4.0, "ref": 9.0}  # multiply-adds per (output pixel, C_in, C_out)
+# Roofline constants of the reference GPU (H100 SXM): HBM bandwidth and sustained dense throughput of
+# cuDNN convolutions (tensor cores for half precision; fp32 with TF32 off, as the precision policy asks).
+GPU_BANDWIDTH = 3.35e12  # B/s
+GPU_PEAK_FLOPS = {torch.float16: 4.0e14, torch.bfloat16: 4.0e14, torch.float32: 5.0e13}
+
+
+def upscale_traffic(
+    path: str, n: int, c_in: int, c_out: int, h: int, w: int, element_size: int, backward: bool
+) -> float:
+    """Estimated bytes moved by ``path`` ("fused" or "ref") for x [n, c_in, h, w] -> [n, c_out, 2h, 2w]."""
+    cx, cy, cw = TRAFFIC_COEFFS[path][1 if backward else 0]
+    return element_size * (cx * n * c_in * h * w + cy * n * c_out * 4 * h * w + cw * 9 * c_in * c_out)
+
+
+def upscale_path(
+    n: int,
+    c_in: int,
+    c_out: int,
+    h: int,
+    w: int,
+    device_type: str,
+    dtype: torch.dtype = torch.float32,
+    backward: bool = True,
+) -> str:
+    """The path ``impl="auto"`` runs: "fused" (4x4 weights) or "ref" (upsample + 3x3 conv)."""
+    if device_type != "cuda":
+        return "fused"
+    size = torch.empty((), dtype=dtype).element_size()
+    peak = GPU_PEAK_FLOPS.get(dtype, GPU_PEAK_FLOPS[torch.float32])
+    passes = 3 if backward else 1  # forward, input gradient, weight gradient
+
+    def seconds(path: str) -> float:
+        flops = 2 * passes * MACS_PER_OUTPUT_TAP[path] * n * 4 * h * w * c_in * c_out
+        bytes_moved = upscale_traffic(path, n, c_in, c_out, h, w, size, backward)
+        return max(bytes_moved / GPU_BANDWIDTH, flops / peak)
+
+    return "fused" if seconds("fused") <= seconds("ref") else "ref"
+
+
 def upscale_conv2d(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, *, impl: str = "auto"
 ) -> torch.Tensor:
     """Nearest 2x upsample + 3x3 conv (pad 1). x [N, C_in, H, W] -> [N, C_out, 2H, 2W]."""
     check_resample_conv_args("upscale_conv2d", x, weight, bias, impl)
+    if impl == "auto":
+        backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        impl = upscale_path(*x.shape[:2], weight.shape[0], *x.shape[2:], x.device.type, x.dtype, backward)
     weight, bias = cast_params(x, weight, bias)
     if impl == "ref":
         return upscale_conv2d_ref(x, weight, bias)

@@ -1,0 +1,233 @@
+"""Per-op benchmarks: fastprogan vs eager torch vs torch.compile of the reference (pytest-benchmark).
+
+    python -m pytest benchmarks/bench_ops.py --benchmark-enable -q
+
+Ops (ProGAN's channels nf(R) and the 1-GPU v2 preset's batch per resolution R): the G epilogue
+(bias + lrelu + pixel norm), the D epilogue (bias + lrelu), the G block (nearest 2x up + 3x3 conv +
+G epilogue), the D block (conv + conv-downscale + D epilogues) and minibatch stddev (R = 4), forward
+and forward+backward. Providers: ``ref`` (the eager reference), ``compile`` (torch.compile of the
+reference: Inductor fuses epilogues too) and ``fastprogan`` (impl="auto").
+
+On a GPU every resolution 4..1024 and fp32/fp16/bf16 run, and each result is appended to
+``benchmarks/results/ops.csv`` keyed by the device name, with the bytes the traffic counter attributes
+to the op and the achieved bandwidth (GB/s). On a CPU the batch is divided by 16 (at least 1), fp32
+only, resolutions 4..32, and fastprogan runs its CPU path (fused-weight convs, reference epilogues):
+Triton under the interpreter is never timed (it measures nothing). Environment overrides:
+FASTPROGAN_BENCH_RES="4,8,16", FASTPROGAN_BENCH_DTYPES="fp32,bf16", FASTPROGAN_BENCH_OPS="g_block",
+FASTPROGAN_BENCH_PROVIDERS="ref,fastprogan", FASTPROGAN_BENCH_BATCH_DIV=16,
+FASTPROGAN_BENCH_CSV=path (empty: no CSV).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastprogan import ops
+from fastprogan.tools import traffic as T
+
+CUDA = torch.cuda.is_available()
+DEVICE = "cuda" if CUDA else "cpu"
+DEVICE_NAME = torch.cuda.get_device_name() if CUDA else f"cpu ({os.cpu_count()} threads)"
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _env_list(name: str, default: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, default).split(",") if v.strip()]
+
+
+RESOLUTIONS = [
+    int(r)
+    for r in _env_list("FASTPROGAN_BENCH_RES", "4,8,16,32,64,128,256,512,1024" if CUDA else "4,8,16,32")
+]
+DTYPE_NAMES = _env_list("FASTPROGAN_BENCH_DTYPES", "fp32,fp16,bf16" if CUDA else "fp32")
+OPS = _env_list("FASTPROGAN_BENCH_OPS", "g_epilogue,d_epilogue,g_block,d_block,minibatch_stddev")
+PROVIDERS = _env_list("FASTPROGAN_BENCH_PROVIDERS", "ref,compile,fastprogan")
+BATCH_DIV = int(os.environ.get("FASTPROGAN_BENCH_BATCH_DIV", "1" if CUDA else "16"))
+CSV_PATH = os.environ.get("FASTPROGAN_BENCH_CSV", str(Path(__file__).parent / "results" / "ops.csv"))
+
+if CUDA:
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 runs are fp32 (precision policy)
+    torch.backends.cudnn.allow_tf32 = False
+
+
+def batch(resolution: int) -> int:
+    return max(1, T.BATCH[resolution] // BATCH_DIV)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Problems: (make_inputs, reference fn, fastprogan fn) per op and resolution
+
+
+def _t(*shape, dtype, grad=True):
+    return torch.randn(shape, device=DEVICE, dtype=dtype).requires_grad_(grad)
+
+
+def problem(op: str, r: int, dtype: torch.dtype):
+    n = batch(r)
+    if op == "g_epilogue":
+        c = T.nf(r)
+        return (
+            lambda: (_t(n, c, r, r, dtype=dtype), _t(c, dtype=torch.float32)),
+            lambda x, b: ops.bias_act(x, b, 0.2, True, impl="ref"),
+            lambda x, b: ops.bias_act(x, b, 0.2, True),
+        )
+    if op == "d_epilogue":
+        c = T.nf(r)
+        return (
+            lambda: (_t(n, c, r, r, dtype=dtype), _t(c, dtype=torch.float32)),
+            lambda x, b: ops.bias_act(x, b, 0.2, impl="ref"),
+            lambda x, b: ops.bias_act(x, b, 0.2),
+        )
+    if op == "g_block":
+        c_in, c_out = T.nf(r // 2), T.nf(r)
+        return (
+            lambda: (
+                _t(n, c_in, r // 2, r // 2, dtype=dtype),
+                _t(c_out, c_in, 3, 3, dtype=torch.float32),
+                _t(c_out, dtype=torch.float32),
+            ),
+            T.g_block_ref,
+            lambda x, w, b: ops.bias_act(ops.upscale_conv2d(x, w), b, 0.2, True),
+        )
+    if op == "d_block":
+        c, c_out = T.nf(r), T.nf(r // 2)
+        return (
+            lambda: (
+                _t(n, c, r, r, dtype=dtype),
+                _t(c, c, 3, 3, dtype=torch.float32),
+                _t(c, dtype=torch.float32),
+                _t(c_out, c, 3, 3, dtype=torch.float32),
+                _t(c_out, dtype=torch.float32),
+            ),
+            T.d_block_ref,
+            lambda x, w1, b1, w2, b2: ops.bias_act(
+                ops.conv2d_downscale(ops.bias_act(F.conv2d(x, w1.to(x.dtype), padding=1), b1, 0.2), w2),
+                b2,
+                0.2,
+            ),
+        )
+    if op == "minibatch_stddev":
+        return (
+            lambda: (_t(max(n, 4) // 4 * 4, T.nf(4), 4, 4, dtype=dtype),),
+            lambda x: ops.minibatch_stddev(x, 4, impl="ref"),
+            lambda x: ops.minibatch_stddev(x, 4),
+        )
+    raise ValueError(op)
+
+
+def _cases():
+    for op in OPS:
+        for r in RESOLUTIONS:
+            if (op == "minibatch_stddev") != (r == 4) or (op in ("g_block", "d_block") and r < 8):
+                continue
+            for dtype in DTYPE_NAMES:
+                for mode in ("fwd", "fwd+bwd"):
+                    for provider in PROVIDERS:
+                        yield pytest.param(
+                            op, r, dtype, mode, provider, id=f"{op}-{r}-{dtype}-{mode}-{provider}"
+                        )
+
+
+def _append_csv(row: dict) -> None:
+    if not CSV_PATH:
+        return
+    path = Path(CSV_PATH)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _counted_bytes(make_inputs, fn, mode: str) -> int:
+    """Bytes the traffic counter attributes to ``fn`` (meta tensors of the same shapes)."""
+    meta = [
+        torch.empty(t.shape, device="meta", dtype=t.dtype).requires_grad_(t.requires_grad)
+        for t in make_inputs()
+    ]
+
+    def run():
+        y = fn(*meta)
+        if mode == "fwd+bwd":
+            y.backward(torch.empty_like(y))
+
+    try:
+        return T.count(run).total
+    except Exception:  # a path with no meta support (e.g. torch.compile): report no bandwidth
+        return 0
+
+
+@pytest.mark.parametrize("op, resolution, dtype_name, mode, provider", list(_cases()))
+def test_op(benchmark, op, resolution, dtype_name, mode, provider):
+    dtype = DTYPES[dtype_name]
+    make_inputs, ref_fn, fast_fn = problem(op, resolution, dtype)
+    if provider == "fastprogan":
+        fn = fast_fn
+    elif provider == "ref":
+        fn = ref_fn
+    else:
+        torch._dynamo.reset()
+        fn = torch.compile(ref_fn)
+    inputs = make_inputs()
+    grad = None
+
+    def step():
+        y = fn(*inputs)
+        if mode == "fwd+bwd":
+            y.backward(grad)
+        if CUDA:
+            torch.cuda.synchronize()
+
+    with torch.no_grad() if mode == "fwd" else torch.enable_grad():
+        y = fn(*inputs)  # warm-up (compiles, cuDNN autotune)
+    grad = torch.randn_like(y)
+    for _ in range(2):
+        if mode == "fwd":
+            with torch.no_grad():
+                step()
+        else:
+            step()
+    if mode == "fwd":
+        with torch.no_grad():
+            benchmark(step)
+    else:
+        benchmark(step)
+    stats = getattr(benchmark, "stats", None)
+    if stats is None or not getattr(stats, "stats", None):
+        return  # --benchmark-disable: ran once as a smoke test
+    # Counted on the reference's and fastprogan's own graphs; compile's bytes are not observable.
+    nbytes = (
+        _counted_bytes(make_inputs, ref_fn if provider == "ref" else fast_fn, mode)
+        if provider != "compile"
+        else 0
+    )
+    median = stats.stats.median
+    benchmark.extra_info.update({"bytes": nbytes, "GB/s": nbytes / median / 1e9 if nbytes else None})
+    _append_csv(
+        {
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": DEVICE_NAME,
+            "torch": torch.__version__,
+            "op": op,
+            "provider": provider,
+            "resolution": resolution,
+            "batch": batch(resolution),
+            "dtype": dtype_name,
+            "mode": mode,
+            "median_ms": median * 1e3,
+            "mean_ms": stats.stats.mean * 1e3,
+            "rounds": stats.stats.rounds,
+            "bytes_counted": nbytes,
+            "gb_per_s": round(nbytes / median / 1e9, 2) if nbytes else "",
+        }
+    )
