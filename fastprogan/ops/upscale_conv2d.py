@@ -7,9 +7,11 @@ upsampled intermediate. Layouts: NCHW or channels_last; dtypes fp32/fp16/bf16/fp
 cast to the activation dtype per call). Every derivative order (both paths are plain torch ops).
 
 impl: "ref" = the unfused oracle (also a real path: nearest upsample + 3x3 conv), "fused" = the
-4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CPU always "fused" (0.32-0.62x
-the time of upsample + conv at ProGAN shapes in NO_GPU.md section 4; but benchmarks/bench_ops.py measured
-it slower at batch 8, 512 channels, 4x4 -> 8x8 on 2 cores: docs/kernels.md); on CUDA the path with the lower
+4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CPU "fused" once the batch
+has N*H*W >= 4096 input pixels, else "ref" (building the 4x4 weights costs ~270 ms for 512x512 channels
+on 2 cores whatever the batch, while the conv's cost scales with N*H*W: fused/ref time measured
+interleaved, 512 channels, 2 cores: 3.3x at N*H*W = 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096,
+0.75-0.78x at 8192-16384); on CUDA the path with the lower
 roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
 the traffic counter (``python -m fastprogan.tools.traffic``; tests/tools/test_traffic.py checks the
 formulas against the counter). Building the 4x4 weights costs weight traffic on every call, so the
@@ -47,6 +49,9 @@ TRAFFIC_COEFFS = {
     "fused": ((1.0, 1.0, 6.56), (3.0, 2.0, 23.0)),
     "ref": ((9.0, 1.0, 1.0), (22.0, 2.0, 3.0)),
 }
+# CPU: the fused path wins once the batch has this many input pixels (module docstring: measurements).
+CPU_FUSED_MIN_PIXELS = 4096
+
 MACS_PER_OUTPUT_TAP = {"fused": 4.0, "ref": 9.0}  # multiply-adds per (output pixel, C_in, C_out)
 # Roofline constants of the reference GPU (H100 SXM): HBM bandwidth and sustained dense throughput of
 # cuDNN convolutions (tensor cores for half precision; fp32 with TF32 off, as the precision policy asks).
@@ -74,7 +79,7 @@ def upscale_path(
 ) -> str:
     """The path ``impl="auto"`` runs: "fused" (4x4 weights) or "ref" (upsample + 3x3 conv)."""
     if device_type != "cuda":
-        return "fused"
+        return "fused" if n * h * w >= CPU_FUSED_MIN_PIXELS else "ref"
     size = torch.empty((), dtype=dtype).element_size()
     peak = GPU_PEAK_FLOPS.get(dtype, GPU_PEAK_FLOPS[torch.float32])
     passes = 3 if backward else 1  # forward, input gradient, weight gradient

@@ -70,7 +70,7 @@ def test_upscale_byte_formulas_match_the_counter(path, backward, shape):
 
 
 def test_upscale_rule():
-    assert upscale_path(1, 512, 512, 4, 4, "cpu") == "fused"  # CPU: fused is faster at every shape
+    assert upscale_path(1, 512, 512, 4, 4, "cpu") == "ref"  # CPU: few pixels per weight (ops docstring)
     for r in T.RESOLUTIONS:  # training batches on a GPU: fused everywhere
         assert (
             upscale_path(T.BATCH[r], T.nf(r // 2), T.nf(r), r // 2, r // 2, "cuda", torch.bfloat16) == "fused"
