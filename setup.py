@@ -35,7 +35,7 @@ setup(
         "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "ruff>=0.5"],
+        "test": ["pytest>=7", "pytest-benchmark>=4", "ruff>=0.5", "matplotlib>=3.6"],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.6"],
         "tensorboard": ["tensorboard>=2.10"],
     },

@@ -197,11 +197,15 @@ def test_op(benchmark, op, resolution, dtype_name, mode, provider):
                 step()
         else:
             step()
+    if CUDA:
+        torch.cuda.reset_peak_memory_stats()
     if mode == "fwd":
         with torch.no_grad():
             benchmark(step)
     else:
         benchmark(step)
+    # Peak memory of the timed steps (inputs included); CUDA only: the CPU allocator keeps no peak.
+    peak_mb = round(torch.cuda.max_memory_allocated() / 2**20, 1) if CUDA else ""
     stats = getattr(benchmark, "stats", None)
     if stats is None or not getattr(stats, "stats", None):
         return  # --benchmark-disable: ran once as a smoke test
@@ -229,5 +233,6 @@ def test_op(benchmark, op, resolution, dtype_name, mode, provider):
             "rounds": stats.stats.rounds,
             "bytes_counted": nbytes,
             "gb_per_s": round(nbytes / median / 1e9, 2) if nbytes else "",
+            "peak_mem_mb": peak_mb,
         }
     )
