@@ -71,7 +71,8 @@ def resolve_resume(spec: str, run_dir: str | os.PathLike) -> Path:
 
 def capture_rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
     """This process's RNG states as weights_only-safe values (tensors, lists, numbers)."""
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # The legacy global numpy state is saved on purpose: user code and libraries may draw from it.
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002
     py_version, py_internal, py_gauss = random.getstate()
     state: dict[str, Any] = {
         "torch_cpu": torch.get_rng_state(),
@@ -94,7 +95,7 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
     """Inverse of :func:`capture_rng_state`."""
     torch.set_rng_state(state["torch_cpu"])
     npst = state["numpy"]
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         (
             npst["name"],
             npst["keys"].numpy().astype(np.uint32),
