@@ -27,3 +27,14 @@ def default_dataset(tmp_path_factory):
     from fastprogan.data import materialize_default_dataset
 
     return materialize_default_dataset(tmp_path_factory.mktemp("default-dataset"))
+
+
+@pytest.fixture(scope="session")
+def finished_run(default_dataset, tmp_path_factory):
+    """An uninterrupted tiny run through the CLI (used by the end-to-end and resume tests)."""
+    from fastprogan.cli import main
+    from tests.training.helpers import tiny_cli_args
+
+    run = tmp_path_factory.mktemp("e2e") / "run"
+    assert main(["train", "--out", str(run), *tiny_cli_args(default_dataset)]) == 0
+    return run
