@@ -190,9 +190,8 @@ class Trainer:
         if state is not None:
             self._load_state(state)
 
-        self.feedback = Feedback(
-            self.run_dir, enabled=self.env.is_main, progress=progress, total_kimg=cfg.total_kimg
-        )
+        self.progress = progress
+        self.feedback: Feedback | None = None  # opened by run()
 
     # ---- setup helpers ------------------------------------------------------------------------
     def _make_optimizer(self, module: torch.nn.Module) -> torch.optim.Adam:
@@ -335,9 +334,8 @@ class Trainer:
 
     # ---- feedback -----------------------------------------------------------------------------
     def feedback_log(self, message: str) -> None:
-        fb = getattr(self, "feedback", None)
-        if fb is not None:
-            fb.log(message)
+        if self.feedback is not None:
+            self.feedback.log(message)
 
     def write_grid(self, lod: float) -> None:
         """The fixed-latent grid (seeds 0..grid_images-1) from G_ema at ``lod``: grid-<kimg>.png and
@@ -421,6 +419,9 @@ class Trainer:
         """Train until ``total_kimg`` (or ``stop_after_ticks`` more ticks); returns the last checkpoint."""
         cfg = self.config
         self._t_start = time.time()
+        self.feedback = Feedback(
+            self.run_dir, enabled=self.env.is_main, progress=self.progress, total_kimg=cfg.total_kimg
+        )
         if self.env.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.remove_stale_temporaries(self.run_dir)
@@ -561,7 +562,7 @@ class Trainer:
             self.feedback_log(f"fp16 loss-scale overflow in {', '.join(bad)}: steps skipped, scale lowered")
             return
         names = {"d_loss": "D loss", "g_loss": "G loss", "gp": "gradient penalty"}
-        self._stop_non_finite(" and ".join(f"{names.get(k, k)} ({stats[k]})" for k in bad), phase)
+        self._stop_non_finite(", ".join(f"{names.get(k, k)} ({stats[k]})" for k in bad), phase)
 
     # ---- metrics ------------------------------------------------------------------------------
     def run_metrics(self, phase: TrainingPhase) -> dict[str, Any] | None:

@@ -68,7 +68,8 @@ def wgan_gp_d_loss(
     """
     real_scores = at_least_fp32(D(reals, lod)).squeeze(1)  # [N]
     fake_scores = at_least_fp32(D(fakes, lod)).squeeze(1)  # [N]
-    xhat = torch.lerp(reals.detach(), fakes.detach(), u.to(reals.dtype)).requires_grad_(True)
+    # Mixed in the reals' dtype (fakes may come out of G in bf16/fp16); autocast casts inside D.
+    xhat = torch.lerp(reals.detach(), fakes.detach().to(reals.dtype), u.to(reals.dtype)).requires_grad_(True)
     mixed_scores = at_least_fp32(D(xhat, lod))  # [N, 1]
     (grad,) = torch.autograd.grad(mixed_scores.sum() * loss_scale, xhat, create_graph=True)
     grad = at_least_fp32(grad)  # [N, C, R, R]

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
+from tests.training.helpers import ensure_data_package
 
-def _data_package_present() -> bool:
-    try:
-        from fastprogan.data import materialize_default_dataset  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-if not _data_package_present():  # branch `data` not merged yet
-    from tests.training import standin_data
-
-    sys.modules["fastprogan.data"] = standin_data.as_module()
+ensure_data_package()
 
 
 @pytest.fixture(scope="session")
