@@ -1,0 +1,214 @@
+"""ImageLoader: an endless, resumable, rank-sharded stream of uint8 batches from a dataset.
+
+Order. Epoch ``e`` is the permutation ``numpy.random.default_rng([seed, e]).permutation(N)``; rank
+``r`` of ``W`` owns its entries ``r, r + W, r + 2W, ...`` (disjoint; together they cover the dataset),
+and its batches are consecutive slices of that share. With ``drop_last`` (the default), every rank
+uses the first ``((N // W) // B) * B`` entries of its share, so all ranks have the same number of full
+batches per epoch and change epoch at the same step. Without it, a rank uses its whole share and the
+epoch's last batch may be smaller.
+
+Position. The stream position is ``(epoch, offset)``: the epoch and how many entries of this rank's
+share were already yielded. ``state_dict()`` saves it (plus the seed); a loader built with
+``start=state`` (or given ``load_state_dict(state)``) yields exactly the batches the saved one would
+have yielded next. Because the position counts images, not batches, it carries over to a loader at
+another resolution or batch size: the new loader continues the same epoch permutation where the old
+one stopped (``ImageLoader(ds, 2 * res, new_batch, seed=seed, start=old.state_dict())``). With
+``drop_last`` all ranks hold the same position, so rank 0's state restores every rank.
+
+Workers. ``num_workers`` threads gather the next batches ahead of time (copying from the page cache
+releases the GIL). The batch contents depend only on (seed, position), never on the worker count.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from fastprogan.data.shards import ShardedDataset, open_dataset
+
+STATE_VERSION = 1
+# Below this many bytes per image, one vectorised np.take beats a per-image copy loop.
+_SMALL_IMAGE_BYTES = 16 << 10
+
+
+class ImageLoader:
+    """Endless iterator of uint8 CPU tensors [B, C, R, R] from one resolution of a dataset."""
+
+    def __init__(
+        self,
+        dataset: ShardedDataset | str | os.PathLike,
+        resolution: int,
+        batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+        pin_memory: bool | None = None,
+        drop_last: bool = True,
+        start: dict[str, Any] | None = None,
+        prefetch: int | None = None,
+    ) -> None:
+        if not isinstance(dataset, ShardedDataset):
+            dataset = open_dataset(dataset)
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if batch_size < 1 or num_workers < 0 or seed < 0:
+            raise ValueError("batch_size must be >= 1, num_workers >= 0 and seed >= 0")
+        self.dataset = dataset
+        self.resolution = resolution
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        cuda = torch.cuda.is_available()
+        if pin_memory and not cuda:
+            raise ValueError("pin_memory=True needs CUDA; pass None (auto) or False")
+        self.pin_memory = cuda if pin_memory is None else bool(pin_memory)
+        self._images = dataset.images(resolution)  # memory-mapped uint8 [N, C, R, R]
+        n = dataset.num_images
+        if drop_last:
+            self.epoch_length = (n // world_size) // batch_size * batch_size
+        else:
+            self.epoch_length = len(range(rank, n, world_size))
+        if self.epoch_length == 0:
+            raise ValueError(
+                f"batch_size {batch_size} x world_size {world_size} is more than the {n} images"
+                + (" (drop_last=True)" if drop_last else "")
+            )
+        self.epoch = 0
+        self.offset = 0
+        self._perm_cache: dict[int, np.ndarray] = {}
+        self._prefetch = prefetch if prefetch is not None else 2 * num_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._queue: deque[tuple[Future, int, int]] = deque()  # (batch, epoch after, offset after)
+        self._plan = (0, 0)  # position after the last batch queued
+        if start is not None:
+            self.load_state_dict(start)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Batches per epoch for this rank (the last may be smaller when drop_last is False)."""
+        return -(-self.epoch_length // self.batch_size)
+
+    def _share(self, epoch: int) -> np.ndarray:
+        """This rank's entries of epoch ``epoch``, in order: int64 [epoch_length]."""
+        if epoch not in self._perm_cache:
+            if len(self._perm_cache) > 2:
+                self._perm_cache.pop(min(self._perm_cache))
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.dataset.num_images)
+            self._perm_cache[epoch] = perm[self.rank :: self.world_size][: self.epoch_length]
+        return self._perm_cache[epoch]
+
+    def _next_indices(self, epoch: int, offset: int) -> tuple[np.ndarray, int, int]:
+        """Dataset indices of the batch at (epoch, offset), and the position after it."""
+        if offset >= self.epoch_length:  # a carried-over position past this loader's epoch end
+            epoch, offset = epoch + 1, 0
+        idx = self._share(epoch)[offset : offset + self.batch_size]
+        offset += len(idx)
+        if offset >= self.epoch_length:
+            epoch, offset = epoch + 1, 0
+        return idx, epoch, offset
+
+    def _gather(self, idx: np.ndarray) -> torch.Tensor:
+        """Copy images ``idx`` from the memory map into a fresh (pinned) tensor [B, C, R, R]."""
+        c, r = self.dataset.channels, self.resolution
+        out = torch.empty((len(idx), c, r, r), dtype=torch.uint8, pin_memory=self.pin_memory)
+        dst = out.numpy()
+        if c * r * r < _SMALL_IMAGE_BYTES:
+            np.take(self._images, idx, axis=0, out=dst)
+        else:
+            # Visit the file in ascending order (friendlier to readahead); each copy is one memcpy.
+            for j in np.argsort(idx, kind="stable"):
+                dst[j] = self._images[idx[j]]
+        return out
+
+    def _fill(self) -> None:
+        assert self._pool is not None
+        while len(self._queue) < max(self._prefetch, 1):
+            idx, epoch, offset = self._next_indices(*self._plan)
+            self._queue.append((self._pool.submit(self._gather, idx), epoch, offset))
+            self._plan = (epoch, offset)
+
+    def __iter__(self) -> ImageLoader:
+        return self
+
+    def __next__(self) -> torch.Tensor:
+        if self.num_workers == 0:
+            idx, epoch, offset = self._next_indices(self.epoch, self.offset)
+            batch = self._gather(idx)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.num_workers, thread_name_prefix="fastprogan-loader")
+                self._plan = (self.epoch, self.offset)
+            self._fill()
+            future, epoch, offset = self._queue.popleft()
+            batch = future.result()
+            self._fill()
+        self.epoch, self.offset = epoch, offset
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position of the next batch, as plain ints (JSON and ``weights_only`` safe)."""
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "offset": self.offset,
+            "num_images": self.dataset.num_images,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "batch_size": self.batch_size,
+            "resolution": self.resolution,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state`` (from ``state_dict()``, possibly of a loader at another resolution).
+
+        Restores the seed and the (epoch, offset) position. The dataset must have the same number of
+        images. A different world_size is accepted, but then the share boundaries move and a few images
+        of the current epoch may be repeated or skipped.
+        """
+        if int(state.get("version", -1)) != STATE_VERSION:
+            raise ValueError(f"unknown ImageLoader state version {state.get('version')!r}")
+        if int(state["num_images"]) != self.dataset.num_images:
+            raise ValueError(
+                f"state is for a dataset of {state['num_images']} images, this one has {self.dataset.num_images}"
+            )
+        self._drain()
+        self.seed = int(state["seed"])
+        self._perm_cache.clear()
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        self._plan = (self.epoch, self.offset)
+
+    def _drain(self) -> None:
+        """Forget the batches gathered ahead (they belong to the old position)."""
+        while self._queue:
+            future, _, _ = self._queue.popleft()
+            future.cancel()
+        self._plan = (self.epoch, self.offset)
+
+    def close(self) -> None:
+        """Stop the prefetch threads (the loader can still be used afterwards, it restarts them)."""
+        self._drain()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageLoader(resolution={self.resolution}, batch_size={self.batch_size}, seed={self.seed}, "
+            f"rank={self.rank}/{self.world_size}, epoch={self.epoch}, offset={self.offset})"
+        )
