@@ -2,19 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-
 from fastprogan.training.config import TrainingConfig
-
-
-def ensure_data_package() -> None:
-    """Use the test stand-in for ``fastprogan.data`` while branch ``data`` is not merged."""
-    try:
-        from fastprogan.data import materialize_default_dataset  # noqa: F401
-    except ImportError:
-        from tests.training import standin_data
-
-        sys.modules["fastprogan.data"] = standin_data.as_module()
 
 
 def tiny_config(data, **overrides) -> TrainingConfig:

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 from fastprogan.training.checkpoint import list_checkpoints, load_checkpoint
 from fastprogan.training.distributed import DistEnv
 from fastprogan.training.loop import Trainer
-from tests.training.helpers import all_tensors, ensure_data_package, tiny_config
+from tests.training.helpers import all_tensors, tiny_config
 
 SETTINGS = dict(mbstd_group_size=1, mirror=False, total_kimg=0.256, snapshot_ticks=0, num_workers=0)
 
@@ -30,7 +30,6 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, data: str, run_dir: str) -> None:
     import os
 
-    ensure_data_package()
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     env = DistEnv(rank=rank, world_size=world, local_rank=rank)
