@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -77,14 +78,17 @@ def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
 class GaussianFit:
     """Streaming mean and covariance (unbiased, like numpy.cov) of feature rows, accumulated in float64."""
 
-    def __init__(self, dim: int = FEATURE_DIM) -> None:
+    def __init__(self) -> None:
         self.count = 0
-        self._sum = torch.zeros(dim, dtype=torch.float64)
-        self._outer = torch.zeros(dim, dim, dtype=torch.float64)
+        self._sum: torch.Tensor | None = None  # [D], sized by the first batch
+        self._outer: torch.Tensor | None = None  # [D, D]
 
     def add(self, features: torch.Tensor) -> None:
-        """Accumulate features [B, D]."""
+        """Accumulate features [B, D] (D = 2048 for Inception pool features)."""
         f = features.detach().to("cpu", torch.float64)
+        if self._sum is None:
+            self._sum = torch.zeros(f.shape[1], dtype=torch.float64)
+            self._outer = torch.zeros(f.shape[1], f.shape[1], dtype=torch.float64)
         self.count += f.shape[0]
         self._sum += f.sum(dim=0)
         self._outer += f.t() @ f
@@ -139,8 +143,11 @@ def load_inception(
     if not path.is_file():
         raise FileNotFoundError(f"Inception weights not found: {path}")
     try:
-        module = torch.jit.load(str(path), map_location=device)
-    except RuntimeError:
+        with warnings.catch_warnings():
+            # torch.jit is deprecated upstream, but TorchScript is the format the Inception port ships in.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=device)
+    except RuntimeError:  # not a TorchScript archive: treat it as a state_dict below
         module = None
     if module is not None:
         return InceptionFeatures(
