@@ -116,7 +116,7 @@ class Feedback:
         """Metric results: a log line, a stats.jsonl object and TensorBoard scalars."""
         if not self.enabled:
             return
-        scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        scalars = _flat_scalars(result)
         self.log(
             f"metrics at kimg {kimg:.1f}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(scalars.items()))
         )
@@ -147,6 +147,17 @@ _PROGRESS = {
     "sec_per_kimg",
     "images_per_s",
 }
+
+
+def _flat_scalars(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numbers of a (nested) metrics result as ``{"swd.mean": 4.6, "msssim": 0.33, ...}``."""
+    out: dict[str, float] = {}
+    for k, v in result.items():
+        if isinstance(v, dict):
+            out.update(_flat_scalars(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("seed", "num_images"):
+            out[f"{prefix}{k}"] = float(v)
+    return out
 
 
 def peak_memory_gib(device_type: str) -> float:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from tests.training.helpers import ensure_data_package
-
-ensure_data_package()
+# The tests' networks are tiny: one intra-op thread is faster than two, and far faster when other
+# jobs share the CPU (spinning OpenMP threads then wait on descheduled peers).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,6 @@ flat all-reduce. Mirroring is off because mirror coins are drawn per rank.
 
 import socket
 
-import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -42,7 +41,6 @@ def _worker(rank: int, world: int, port: int, data: str, run_dir: str) -> None:
         shutdown(env)
 
 
-@pytest.mark.slow
 def test_two_gloo_processes_equal_one_process(default_dataset, tmp_path):
     two = tmp_path / "two"
     mp.spawn(_worker, args=(2, _free_port(), str(default_dataset), str(two)), nprocs=2, join=True)
