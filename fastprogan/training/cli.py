@@ -39,6 +39,7 @@ _FLAG_FIELDS = {
     "metrics_every_ticks": "metrics_every_ticks",
     "metrics_images": "metrics_images",
     "num_workers": "num_workers",
+    "cpu_threads": "cpu_threads",
 }
 
 
@@ -75,6 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=None)
     h.add_argument("--batch", help="preset (default) or auto: the largest per-GPU batch that fits (CUDA)")
     h.add_argument("--num-workers", type=int, help="data loader threads")
+    h.add_argument("--cpu-threads", type=int, help="torch threads when training on CPU (0: torch default)")
     s = p.add_argument_group("snapshots, feedback, metrics")
     s.add_argument("--snapshot-kimg", type=float, help="also checkpoint every N kimg")
     s.add_argument("--snapshot-ticks", type=int, help="checkpoint every N ticks (official: 10; 0: off)")

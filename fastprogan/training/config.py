@@ -68,6 +68,7 @@ class TrainingConfig:
     precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
     allow_tf32: bool = False
     num_workers: int = 2
+    cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0: torch's default
     seed: int = 1000
     # Snapshots and feedback.
     snapshot_ticks: int = 10
@@ -157,6 +158,8 @@ class TrainingConfig:
             raise ConfigError("snapshot_ticks, image_snapshot_ticks and metrics_every_ticks must be >= 0")
         if self.mbstd_group_size < 0:
             raise ConfigError(f"mbstd_group_size must be >= 0, got {self.mbstd_group_size}")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
         if self.seed < 0:

@@ -53,6 +53,7 @@ RESUME_OVERRIDABLE = frozenset(
         "metrics_every_ticks",
         "metrics_images",
         "num_workers",
+        "cpu_threads",
     }
 )
 
@@ -140,6 +141,8 @@ class Trainer:
         cfg = self.config
         self.num_channels = int(self.dataset.channels)
 
+        if self.device.type == "cpu" and cfg.cpu_threads:
+            torch.set_num_threads(cfg.cpu_threads)
         self.policy = resolve_precision(cfg.precision, self.device)
         if self.device.type == "cuda":
             configure_tf32(cfg.allow_tf32)
@@ -434,6 +437,11 @@ class Trainer:
             f"({self.dataset.num_images} images)"
         )
         self.feedback_log("config: " + cfg.to_json().replace("\n", "\n  "))
+        if cfg.num_gpus != self.env.world_size:
+            self.feedback_log(
+                f"note: preset {cfg.preset} is tuned for {cfg.num_gpus} GPU(s); this job has "
+                f"{self.env.world_size} process(es), each trains on minibatch / {self.env.world_size}"
+            )
         if self.nimg == 0:
             self.write_reals_grid()
         total_nimg = round(cfg.total_kimg * 1000)
