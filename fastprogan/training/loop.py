@@ -185,7 +185,8 @@ class Trainer:
         self.prev_lod_key: tuple[int, int] | None = None
         self.elapsed_before = 0.0
         self.snapshot_index = 0  # number of snapshot_kimg periods already passed
-        self.auto_batch: dict[int, int] = {}
+        self.auto_batch: dict[int, int] = {}  # resolution -> per-GPU batch found by --batch auto
+        self._auto_batch_noted = False
         self.loader = None
         self._loader_state: dict[str, Any] | None = None
         self.last_checkpoint: Path | None = None
@@ -246,9 +247,9 @@ class Trainer:
         if phase.resolution in self.auto_batch:
             return self.auto_batch[phase.resolution]
         if self.device.type != "cuda":
-            if not self.auto_batch:
+            if not self._auto_batch_noted:
                 self.feedback_log("--batch auto needs a CUDA device; using the preset's minibatch")
-                self.auto_batch[0] = 0  # remember that we said so
+                self._auto_batch_noted = True
             return None
         from fastprogan.training.batch_size import probe_batch_size
 

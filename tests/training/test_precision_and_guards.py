@@ -65,3 +65,18 @@ def test_nan_in_weights_is_named(default_dataset, tmp_path):
     with pytest.raises(NonFiniteError, match="non-finite"):
         trainer.run()
     assert list_checkpoints(tmp_path) == []
+
+
+def test_batch_auto_on_cpu_uses_the_preset_and_says_so(default_dataset, tmp_path):
+    Trainer(tmp_path, tiny_config(default_dataset, batch="auto", total_kimg=0.064), progress=False).run()
+    log = (tmp_path / "log.txt").read_text()
+    assert "--batch auto needs a CUDA device; using the preset's minibatch" in log
+    assert "minibatch 16 " in log
+
+
+def test_metrics_option_without_the_metrics_package_is_a_clear_error(default_dataset, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fastprogan.metrics", None)  # import now raises ImportError
+    with pytest.raises(ConfigError, match="--metrics needs fastprogan.metrics"):
+        Trainer(tmp_path, tiny_config(default_dataset, metrics=("swd",)), progress=False)
