@@ -1,0 +1,148 @@
+"""``fastprogan train``: the ProGAN recipe on a dataset (default: the quickstart preset on the embedded
+digits, on CPU in a few minutes).
+
+Settings come from ``--preset`` (``v2-1gpu`` ... ``v2-8gpu``, ``v1``, ``quickstart``), then the explicit
+flags, then ``--set field=value`` (any TrainingConfig field; values parse as JSON when they can:
+``--set minibatch_dict='{"4": 64}'``). With ``--resume`` the run's own config is used and only
+settings that do not change the arithmetic may be given. Exit status: 0 done, 1 stopped on a
+non-finite loss/weight, 2 bad settings (the message names the setting), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+# argparse dest -> TrainingConfig field, for the explicit flags.
+_FLAG_FIELDS = {
+    "data": "data",
+    "resolution": "resolution",
+    "total_kimg": "total_kimg",
+    "lod_training_kimg": "lod_training_kimg",
+    "lod_transition_kimg": "lod_transition_kimg",
+    "fmap_base": "fmap_base",
+    "fmap_max": "fmap_max",
+    "minibatch_base": "minibatch_base",
+    "lr": "lr_base",
+    "seed": "seed",
+    "precision": "precision",
+    "allow_tf32": "allow_tf32",
+    "batch": "batch",
+    "loss": "loss",
+    "mirror": "mirror",
+    "snapshot_kimg": "snapshot_kimg",
+    "snapshot_ticks": "snapshot_ticks",
+    "keep": "keep",
+    "grid_images": "grid_images",
+    "metrics": "metrics",
+    "metrics_every_ticks": "metrics_every_ticks",
+    "metrics_images": "metrics_images",
+    "num_workers": "num_workers",
+    "cpu_threads": "cpu_threads",
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train ProGAN (default: the quickstart preset on the embedded dataset)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--out", default=None, help="run directory (default: runs/<preset>)")
+    p.add_argument("--data", help="dataset directory (default: the embedded digits, built in OUT/dataset)")
+    p.add_argument("--preset", default="quickstart", help="v2-1gpu|v2-2gpu|v2-4gpu|v2-8gpu|v1|quickstart")
+    p.add_argument(
+        "--resume", metavar="latest|PATH", help="continue from the newest checkpoint in OUT or PATH"
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if available, else cpu)")
+    g = p.add_argument_group("schedule and networks")
+    g.add_argument("--resolution", type=int, help="final resolution (default: the preset's / the dataset's)")
+    g.add_argument("--total-kimg", type=float)
+    g.add_argument("--lod-training-kimg", type=float, help="kimg per resolution, stabilising")
+    g.add_argument("--lod-transition-kimg", type=float, help="kimg per resolution, fading in")
+    g.add_argument("--fmap-base", type=int)
+    g.add_argument("--fmap-max", type=int)
+    g.add_argument("--minibatch-base", type=int, help="minibatch for resolutions the preset does not list")
+    g.add_argument(
+        "--lr", type=float, help="base learning rate (the preset's per-resolution rates still apply)"
+    )
+    g.add_argument("--loss", help="wgan-gp (default) or lsgan")
+    g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="random x-flips")
+    g.add_argument("--seed", type=int)
+    h = p.add_argument_group("precision and hardware")
+    h.add_argument("--precision", help="auto (bf16 on CUDA with bf16, else fp32) | fp32 | bf16 | fp16")
+    h.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=None)
+    h.add_argument("--batch", help="preset (default) or auto: the largest per-GPU batch that fits (CUDA)")
+    h.add_argument("--num-workers", type=int, help="data loader threads")
+    h.add_argument("--cpu-threads", type=int, help="torch threads when training on CPU (0: torch default)")
+    s = p.add_argument_group("snapshots, feedback, metrics")
+    s.add_argument("--snapshot-kimg", type=float, help="also checkpoint every N kimg")
+    s.add_argument("--snapshot-ticks", type=int, help="checkpoint every N ticks (official: 10; 0: off)")
+    s.add_argument("--keep", type=int, help="keep the newest K checkpoints")
+    s.add_argument("--grid-images", type=int, help="images in the fixed-latent grid")
+    s.add_argument("--metrics", help="comma list of swd,msssim,fid computed during training (default: none)")
+    s.add_argument("--metrics-every-ticks", type=int)
+    s.add_argument("--metrics-images", type=int)
+    s.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="any config field")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=run_train)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from fastprogan.training.config import parse_set_option
+
+    values = {
+        field: getattr(args, dest) for dest, field in _FLAG_FIELDS.items() if getattr(args, dest) is not None
+    }
+    for item in args.set:
+        key, value = parse_set_option(item)
+        values[key] = value
+    return values
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of ``fastprogan train``."""
+    from pathlib import Path
+
+    from fastprogan.training.config import TrainingConfig
+    from fastprogan.training.errors import CheckpointError, ConfigError, NonFiniteError
+
+    try:
+        overrides = _overrides(args)
+        out = Path(args.out or f"runs/{args.preset}")
+        if args.resume is None:
+            config = TrainingConfig.from_preset(args.preset, **overrides)
+            overrides = {}
+        else:
+            config = None
+        if args.print_config and config is not None:
+            print(config.to_json())
+            return 0
+        from fastprogan.training.loop import Trainer
+
+        trainer = Trainer(
+            out,
+            config,
+            resume=args.resume,
+            overrides=overrides,
+            device=args.device,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+        if args.print_config:
+            print(trainer.config.to_json())
+            return 0
+        trainer.run()
+        return 0
+    except (ConfigError, CheckpointError) as exc:
+        print(f"fastprogan train: error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteError as exc:
+        print(f"fastprogan train: stopped: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        from fastprogan.training.distributed import env_from_torchrun, shutdown
+
+        shutdown(env_from_torchrun())

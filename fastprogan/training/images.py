@@ -1,0 +1,94 @@
+"""Seeds -> latents -> images -> PNG files and grids (shared by the trainer and ``fastprogan generate``).
+
+A seed means the same latent on every device: ``z = torch.randn(latent_size,
+generator=torch.Generator().manual_seed(seed))`` on the CPU, then moved. Images in [-1, 1] map to
+uint8 by ``round(x * 127.5 + 127.5)`` clipped to [0, 255].
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RENDER_BATCH = 32  # fixed, so the trainer's grid and `generate` run identical batches
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-63"``, ``"1,5,9"`` or ``"0-3,10"`` -> seeds (ValueError naming the bad part)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        lo, sep, hi = part.partition("-")
+        try:
+            if sep:
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError:
+            raise ValueError(f"bad seed range {part!r}: use N, A-B or a comma list") from None
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"seeds must be non-negative integers, got {text!r}")
+    return seeds
+
+
+def latents_for_seeds(seeds: Sequence[int], latent_size: int) -> torch.Tensor:
+    """[len(seeds), latent_size] float32 on CPU, one N(0, I) draw per seed."""
+    return torch.stack([torch.randn(latent_size, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@torch.no_grad()
+def render(G: nn.Module, seeds: Sequence[int], lod: float, device: torch.device | str) -> torch.Tensor:
+    """G(z_seed, lod) for each seed in fp32, batches of RENDER_BATCH -> uint8 CPU [N, C, R, R]."""
+    out = []
+    z_all = latents_for_seeds(seeds, G.latent_size)
+    for i in range(0, len(seeds), RENDER_BATCH):
+        images = G(z_all[i : i + RENDER_BATCH].to(device), lod)  # [B, C, R, R]
+        out.append(to_uint8(images).cpu())
+    return torch.cat(out)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float -> uint8 [0, 255]."""
+    return (images.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def make_grid(images: torch.Tensor, columns: int | None = None) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> one uint8 [C, rows*H, cols*W] image (row-major, black padding)."""
+    n, c, h, w = images.shape
+    cols = columns or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = torch.zeros(c, rows * h, cols * w, dtype=torch.uint8)
+    for i in range(n):
+        r, k = divmod(i, cols)
+        grid[:, r * h : (r + 1) * h, k * w : (k + 1) * w] = images[i]
+    return grid
+
+
+def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
+    """uint8 [C, H, W] (C = 1 or 3) -> PNG, written atomically (temp file + rename)."""
+    from PIL import Image
+
+    arr = image.permute(1, 2, 0).numpy()  # [H, W, C]
+    pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # uint8: "L" or "RGB"
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    pil.save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def save_grid(images: torch.Tensor, paths: Iterable[str | os.PathLike]) -> None:
+    """One grid of uint8 [N, C, H, W] images written to every path in ``paths``."""
+    grid = make_grid(images)
+    for p in paths:
+        save_png(grid, p)
