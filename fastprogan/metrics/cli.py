@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported inside the handlers so that `fastprogan --help` stays light
+    import torch
 
 DEFAULT_METRICS = "swd,msssim,fid"
 
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     G, meta = load_generator(args.checkpoint, device)
+    G.eval()
     generate_fn = make_generate_fn(G, meta, device)
     probe = generate_fn(1, torch.Generator().manual_seed(0))  # [1, C, R, R]: the evaluation resolution
     resolution = int(probe.shape[-1])
@@ -85,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_generate_fn(G: Any, meta: dict[str, Any], device: Any) -> Any:
+def make_generate_fn(
+    G: torch.nn.Module, meta: dict[str, Any], device: torch.device | str
+) -> Callable[[int, torch.Generator], torch.Tensor]:
     """generate_fn(n, generator) for evaluate(): latents N(0, I) drawn on CPU, G called as G(z, lod=...)."""
     import torch
 
@@ -132,7 +138,7 @@ def as_nchw(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def iterate_reals(images: np.ndarray, batch_size: int, seed: int, resolution: int) -> Iterator[Any]:
+def iterate_reals(images: np.ndarray, batch_size: int, seed: int, resolution: int) -> Iterator[torch.Tensor]:
     """Shuffled uint8 torch batches [B, C, R, R]; larger images are 2x2-box-averaged down to R.
 
     The shuffle is a seeded permutation, so the two SWD draws of reals are disjoint. Halving follows

@@ -208,3 +208,11 @@ def test_matches_direct_numpy_scipy_implementation() -> None:
     assert list(ours) == ["64", "32", "16", "mean"]
     for key in ref:
         assert ours[key] == pytest.approx(ref[key], rel=1e-4)
+
+
+def test_flat_images_give_finite_values() -> None:
+    # Band-pass levels of constant images are all zero (std 0); normalisation must not produce NaN.
+    flat = torch.full((2, 3, 32, 32), 90, dtype=torch.uint8)
+    result = sliced_wasserstein_distance(flat, sample_batch(32)[:2], seed=0)
+    assert all(np.isfinite(v) for v in result.values())
+    assert sliced_wasserstein_distance(flat, flat.clone())["mean"] == 0.0
