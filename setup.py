@@ -35,7 +35,17 @@ setup(
         "triton>=3.0; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-benchmark>=4", "ruff>=0.5", "matplotlib>=3.6"],
+        "test": [
+            "pytest>=7",
+            "pytest-benchmark>=4",
+            "ruff>=0.5",
+            "matplotlib>=3.6",
+            # external oracles of the metrics tests (SSIM, MS-SSIM, Laplacian pyramid, Frechet distance)
+            "scikit-image>=0.21",
+            "scipy>=1.10",
+            "opencv-python-headless>=4.8",
+            "pytorch-msssim>=1.0",
+        ],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.6"],
         "tensorboard": ["tensorboard>=2.10"],
     },
