@@ -50,7 +50,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Handler of ``fastprogan metrics``."""
+    """Handler of ``fastprogan metrics``: bad arguments, checkpoints or data print one line, exit 2."""
+    from fastprogan.training.errors import CheckpointError
+
+    try:
+        return _run(args)
+    except (ValueError, TypeError, OSError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     import torch
 
     from fastprogan.metrics.evaluate import evaluate

@@ -48,21 +48,22 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(spec: str, run_dir: str | os.PathLike) -> Path:
-    """``latest`` (the newest checkpoint in ``run_dir``) or a path; CheckpointError when missing."""
+def resolve_resume(spec: str, run_dir: str | os.PathLike, *, what: str = "--resume") -> Path:
+    """``latest`` (the newest checkpoint in ``run_dir``), a run directory (its newest checkpoint) or a
+    checkpoint file; CheckpointError naming ``what`` when missing."""
     if spec == "latest":
         found = list_checkpoints(run_dir)
         if not found:
-            raise CheckpointError(f"--resume latest: no checkpoint-*.pt in {run_dir}")
+            raise CheckpointError(f"{what} latest: no checkpoint-*.pt in {run_dir}")
         return found[-1]
     path = Path(spec)
     if path.is_dir():
         found = list_checkpoints(path)
         if not found:
-            raise CheckpointError(f"--resume {spec}: no checkpoint-*.pt in that directory")
+            raise CheckpointError(f"{what} {spec}: no checkpoint-*.pt in that directory")
         return found[-1]
     if not path.is_file():
-        raise CheckpointError(f"--resume {spec}: no such checkpoint file")
+        raise CheckpointError(f"{what} {spec}: no such checkpoint file")
     return path
 
 
@@ -205,14 +206,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_generator(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
-    """G_ema from a checkpoint, in eval mode on ``device``, and its meta.
+    """G_ema from a checkpoint file (or a run directory: its newest), in eval mode on ``device``, and its meta.
 
     meta: lod (float), resolution (active), max_resolution, num_channels, latent_size, kimg,
-    pixelnorm_eps, precision, config (dict).
+    pixelnorm_eps, precision, config (dict), path (the file read).
     """
     from fastprogan.training.config import TrainingConfig
     from fastprogan.training.networks import build_generator
 
+    path = resolve_resume(str(path), path, what="checkpoint")
     state = load_checkpoint(path)
     meta = dict(state["meta"])
     config = TrainingConfig.from_dict(state["config"])
@@ -220,4 +222,5 @@ def load_generator(
     G.load_state_dict(state["G_ema"])
     G.requires_grad_(False)
     meta["config"] = config.to_dict()
+    meta["path"] = str(path)
     return G.to(device).eval(), meta

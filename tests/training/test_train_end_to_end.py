@@ -55,3 +55,34 @@ def test_load_generator_meta(finished_run):
         assert key in meta
     assert (meta["resolution"], meta["max_resolution"], meta["num_channels"]) == (16, 16, 1)
     assert G(torch.zeros(2, meta["latent_size"]), meta["lod"]).shape == (2, 1, 16, 16)
+
+
+def test_metrics_command_on_a_run_directory(finished_run, default_dataset, tmp_path, capsys):
+    """`fastprogan metrics` reads the run's newest checkpoint and the dataset: SWD, floor and MS-SSIM."""
+    from fastprogan.cli import main
+
+    out = tmp_path / "metrics.json"
+    args = [
+        "metrics",
+        "--checkpoint",
+        str(finished_run),
+        "--data",
+        str(default_dataset),
+        "--metrics",
+        "swd,msssim",
+        "--num-images",
+        "64",
+        "--num-pairs",
+        "16",
+        "--batch-size",
+        "32",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["swd"]["mean"] > 0 and result["swd_real_floor"]["mean"] >= 0
+    assert 0.0 <= result["msssim"] <= 1.0
+    assert result["generator"]["path"] == str(list_checkpoints(finished_run)[-1])
+    assert main(["metrics", "--checkpoint", str(tmp_path / "missing"), "--data", str(default_dataset)]) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
