@@ -45,6 +45,7 @@ setup(
             "scipy>=1.10",
             "opencv-python-headless>=4.8",
             "pytorch-msssim>=1.0",
+            "tensorboard>=2.10",  # the trainer's optional event files are tested too
         ],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.6"],
         "tensorboard": ["tensorboard>=2.10"],

@@ -4,6 +4,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -86,3 +87,16 @@ def test_metrics_command_on_a_run_directory(finished_run, default_dataset, tmp_p
     assert result["generator"]["path"] == str(list_checkpoints(finished_run)[-1])
     assert main(["metrics", "--checkpoint", str(tmp_path / "missing"), "--data", str(default_dataset)]) == 2
     assert "no such checkpoint file" in capsys.readouterr().err
+
+
+def test_tensorboard_events_hold_the_tick_scalars(finished_run):
+    pytest.importorskip("tensorboard", reason="tensorboard (in the test extra) reads the event files back")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(finished_run / "tensorboard"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"d_loss", "g_loss", "lod"} <= {t.split("/")[-1] for t in tags}, tags
+    ticks = [json.loads(line) for line in (finished_run / "stats.jsonl").read_text().splitlines()]
+    lod_tag = next(t for t in tags if t.split("/")[-1] == "lod")
+    assert [e.value for e in acc.Scalars(lod_tag)] == pytest.approx([t["lod"] for t in ticks])
