@@ -105,12 +105,17 @@ def _(grad, out, negative_slope):
 def _lrelu_grad_setup(ctx, inputs, output):
     _, out, negative_slope = inputs
     ctx.negative_slope = negative_slope
+    # A missing incoming gradient stays None (no zeros tensor, no kernel on it): see _bias_act_setup.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(out)
 
 
 def _lrelu_grad_backward(ctx, grad_grad_in):
     # lrelu_grad is linear in grad with a piecewise-constant factor of out: d/dgrad is lrelu_grad
-    # itself, d/dout is 0 (almost everywhere).
+    # itself, d/dout is 0 (almost everywhere) and returned as None, not zeros. The derivative w.r.t.
+    # grad is skipped when grad needs none (e.g. the penalty's constant ones from score.sum()).
+    if grad_grad_in is None or not ctx.needs_input_grad[0]:
+        return None, None, None
     (out,) = ctx.saved_tensors
     return torch.ops.fastprogan.lrelu_grad(grad_grad_in, out, ctx.negative_slope), None, None
 
@@ -135,10 +140,18 @@ def _bias_act_setup(ctx, inputs, output):
     ctx.negative_slope = negative_slope
     ctx.reduce_dims = _reduce_dims(x)
     ctx.bias_dtype = None if bias is None else bias.dtype
+    # In the WGAN-GP loss.backward, the only gradient reaching the forward graph of x_hat through
+    # lrelu_grad is its (zero) derivative w.r.t. out. Autograd would materialise it as a zeros tensor
+    # and run this backward, the convs' backward, ... on zeros through the whole forward graph (eager
+    # torch does: leaky_relu_backward's double backward returns zeros_like). Not materialising it
+    # lets autograd skip that pass (~1.6 GB of the 12 GB D step at 128x128, docs/kernels.md).
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output)  # the output decides lrelu' (out > 0 iff x + b > 0)
 
 
 def _bias_act_backward(ctx, grad_out):
+    if grad_out is None:  # no gradient flows in: none flows out
+        return None, None, None
     (out,) = ctx.saved_tensors
     grad_x = torch.ops.fastprogan.lrelu_grad(grad_out, out, ctx.negative_slope)
     grad_bias = None

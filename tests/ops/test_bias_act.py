@@ -226,3 +226,26 @@ def test_bad_arguments_fail_before_launch():
         ops.bias_act(x, None, -0.1, impl="triton")
     with pytest.raises(TypeError, match="floating"):
         ops.bias_act(x.long(), None, impl="triton")
+
+
+def test_zero_second_order_terms_are_not_materialised():
+    # lrelu_grad's derivative w.r.t. the saved output is 0: the penalty's backward must not run
+    # bias_act's backward on materialised zeros (eager torch's leaky_relu double backward does, through
+    # the whole forward graph of x_hat; docs/kernels.md, traffic).
+    x = make_input((3, 5, 4, 4), "nchw").requires_grad_()
+    b = torch.randn(5, requires_grad=True)
+    w = torch.randn(5, 5, 1, 1, requires_grad=True)
+    y = ops.bias_act(torch.nn.functional.conv2d(x, w), b, 0.2, impl="triton")
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    seen = []
+
+    class Spy(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        gx.square().sum().backward()
+    assert x.grad is None and b.grad is None  # no gradient path: nothing accumulated, not even zeros
+    assert w.grad is not None
+    assert not any("zeros" in s or "bias_act" in s for s in seen), seen
