@@ -5,8 +5,8 @@
 A ``TorchDispatchMode`` adds the bytes of every tensor read and written by each dispatched op: the
 DRAM traffic of a one-kernel-per-op execution (no cache reuse between ops). Views and aliases move
 nothing and are skipped; allocations (empty*) too. A fastprogan custom op is seen as one op, like any
-aten op, plus the scratch traffic its kernels add inside (``INTERNAL_BYTES``: the pixel-norm
-backward's partial bias sums, written then read). Everything runs on device="meta": shapes only, no
+aten op, plus the scratch traffic its kernels add inside (``INTERNAL_BYTES``: the partial bias sums
+of the pixel-norm backward and of lrelu_grad_bias, written then read). Everything runs on device="meta": shapes only, no
 memory, no kernels (the custom ops' fake implementations run), so every resolution up to 1024x1024 at
 the paper's batch sizes costs milliseconds.
 
@@ -64,8 +64,17 @@ def _pixel_norm_backward_scratch(args, outputs) -> int:
     return 2 * rows * x.shape[1] * 4  # partial sums written, then read by the second stage
 
 
+def _lrelu_grad_bias_scratch(args, outputs) -> int:
+    from fastprogan.ops._kernels import load_kernels
+
+    _, out, _ = args
+    rows = load_kernels("bias_act").lrelu_grad_bias_partial_rows(out)
+    return 2 * rows * out.shape[1] * outputs[1].element_size()  # partial sums written, then read
+
+
 INTERNAL_BYTES: dict[str, Callable] = {
     "fastprogan.bias_act_pixel_norm_backward.default": _pixel_norm_backward_scratch,
+    "fastprogan.lrelu_grad_bias.default": _lrelu_grad_bias_scratch,
 }
 NO_DATA_OPS = {
     "aten.empty.memory_format",
