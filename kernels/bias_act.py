@@ -59,18 +59,19 @@ LOOP_TILE = TileConfig(256, 16, 8)
 # Elementwise kernels (no channel reduction): one flat block per program.
 FLAT_BLOCK = 2048
 FLAT_WARPS = 4
-# lrelu_grad with the bias gradient folded in (D path): [BLOCK_C, BLOCK_P] tiles of 2048 elements on
-# 4 warps (16 values per thread per tensor, like FLAT_BLOCK), the contiguous dimension the long one;
-# each program walks LRELU_BIAS_ITERS pixel tiles of one image and writes one row of partial sums.
+# lrelu_grad with the bias gradient folded in (D path): [BLOCK_C, BLOCK_P] tiles of 2048 elements,
+# the contiguous dimension the long one; each program walks LRELU_BIAS_ITERS pixel tiles of one image
+# and writes one row of partial sums. 8 warps (8 values per thread per tensor): on 4 warps the static
+# check measured 185-224 registers (12% est. occupancy) and 8-28 B of spills for bf16 / fp16.
 LRELU_BIAS_TILES_NCHW = (
-    (128, TileConfig(16, 128, 4)),
-    (32, TileConfig(64, 32, 4)),
-    (0, TileConfig(128, 16, 4)),
+    (128, TileConfig(16, 128, 8)),
+    (32, TileConfig(64, 32, 8)),
+    (0, TileConfig(128, 16, 8)),
 )
 LRELU_BIAS_TILES_CL = (
-    (128, TileConfig(128, 16, 4)),
-    (32, TileConfig(32, 64, 4)),
-    (0, TileConfig(16, 128, 4)),
+    (128, TileConfig(128, 16, 8)),
+    (32, TileConfig(32, 64, 8)),
+    (0, TileConfig(16, 128, 8)),
 )
 LRELU_BIAS_ITERS = 8
 # Second stage of the deterministic bias-gradient reduction: rows of partial sums, summed in order.
@@ -211,7 +212,8 @@ def lrelu_grad_bias_kernel(
         p = p0 + tl.arange(0, BLOCK_P)
         mask = c_mask[:, None] & (p < S)[None, :]
         offs = _tile_offsets(base, c, p, C, S, CHANNELS_LAST)
-        g_offs = g_base + c.to(tl.int64)[:, None] * grad_stride_c + p.to(tl.int64)[None, :] * grad_stride_p
+        # int32 inside the image (the launcher checks the extent), int64 image base
+        g_offs = g_base + (c[:, None] * grad_stride_c + p[None, :] * grad_stride_p)
         g = _to_compute(tl.load(grad_ptr + g_offs, mask=mask, other=0.0), COMPUTE_FP64)
         out = _to_compute(tl.load(out_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
         gx = tl.where(out > 0, g, g * slope)  # masked lanes: g = 0 -> 0
@@ -479,6 +481,8 @@ def lrelu_grad_bias(
     if strides is None:
         grad = grad.contiguous()
         strides = _nsp_strides(grad)
+    if c * s >= 2**31:
+        raise ValueError(f"lrelu_grad_bias: one image of {c} x {s} elements exceeds 2**31 (int32 offsets)")
     grad_in = torch.empty_like(out)
     grad_bias = torch.zeros(c, dtype=_compute_dtype(out), device=out.device)
     if out.numel():
