@@ -39,6 +39,7 @@ from fastprogan.ops._common import (
     check_same_device,
     check_tensor,
     kernel_dtype_ok,
+    reduction_dtype,
     resolve_impl,
 )
 from fastprogan.ops._kernels import load_kernels
@@ -80,10 +81,6 @@ def _empty_like_dense(x: torch.Tensor, dtype: torch.dtype | None = None) -> torc
     return torch.empty_like(x, dtype=dtype, memory_format=_dense_format(x))
 
 
-def _reduce_dims(x: torch.Tensor) -> list[int]:
-    return [0] if x.ndim == 2 else [0, 2, 3]
-
-
 # ----------------------------------------------------------------------------------------------------
 # torch.library registration: D path (twice differentiable)
 
@@ -105,17 +102,63 @@ def _(grad, out, negative_slope):
 def _lrelu_grad_setup(ctx, inputs, output):
     _, out, negative_slope = inputs
     ctx.negative_slope = negative_slope
+    # A missing incoming gradient stays None (no zeros tensor, no kernel on it): see _bias_act_setup.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(out)
 
 
 def _lrelu_grad_backward(ctx, grad_grad_in):
     # lrelu_grad is linear in grad with a piecewise-constant factor of out: d/dgrad is lrelu_grad
-    # itself, d/dout is 0 (almost everywhere).
+    # itself, d/dout is 0 (almost everywhere) and returned as None, not zeros. The derivative w.r.t.
+    # grad is skipped when grad needs none (e.g. the penalty's constant ones from score.sum()).
+    if grad_grad_in is None or not ctx.needs_input_grad[0]:
+        return None, None, None
     (out,) = ctx.saved_tensors
     return torch.ops.fastprogan.lrelu_grad(grad_grad_in, out, ctx.negative_slope), None, None
 
 
 _lrelu_grad_op.register_autograd(_lrelu_grad_backward, setup_context=_lrelu_grad_setup)
+
+
+@torch.library.custom_op(
+    "fastprogan::lrelu_grad_bias",
+    mutates_args=(),
+    schema="(Tensor grad, Tensor out, float negative_slope) -> (Tensor, Tensor)",
+)
+def _lrelu_grad_bias_op(
+    grad: torch.Tensor, out: torch.Tensor, negative_slope: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return load_kernels("bias_act").lrelu_grad_bias(grad, out, negative_slope)
+
+
+@_lrelu_grad_bias_op.register_fake
+def _(grad, out, negative_slope):
+    return _empty_like_dense(out), out.new_empty(out.shape[1], dtype=reduction_dtype(out.dtype))
+
+
+def _lrelu_grad_bias_setup(ctx, inputs, output):
+    _, out, negative_slope = inputs
+    ctx.negative_slope = negative_slope
+    ctx.set_materialize_grads(False)  # see _bias_act_setup
+    ctx.save_for_backward(out)
+
+
+def _lrelu_grad_bias_backward(ctx, grad_grad_in, grad_grad_bias):
+    # Both outputs are linear in grad through the same mask m = (out > 0 ? 1 : slope):
+    # grad_in = m * grad, grad_bias[c] = sum_{n,h,w} m * grad. So d/dgrad of <gg_in, grad_in> +
+    # <gg_bias, grad_bias> is m * (gg_in + gg_bias broadcast over N, H, W): lrelu_grad again (0 w.r.t. out).
+    if not ctx.needs_input_grad[0] or (grad_grad_in is None and grad_grad_bias is None):
+        return None, None, None
+    (out,) = ctx.saved_tensors
+    g = grad_grad_in
+    if grad_grad_bias is not None:
+        shape = [1, -1] + [1] * (out.ndim - 2)
+        gb = grad_grad_bias.to(out.dtype).reshape(shape)
+        g = gb.expand(out.shape) if g is None else g + gb
+    return torch.ops.fastprogan.lrelu_grad(g, out, ctx.negative_slope), None, None
+
+
+_lrelu_grad_bias_op.register_autograd(_lrelu_grad_bias_backward, setup_context=_lrelu_grad_bias_setup)
 
 
 @torch.library.custom_op(
@@ -131,21 +174,27 @@ def _(x, bias, negative_slope):
 
 
 def _bias_act_setup(ctx, inputs, output):
-    x, bias, negative_slope = inputs
+    _, bias, negative_slope = inputs
     ctx.negative_slope = negative_slope
-    ctx.reduce_dims = _reduce_dims(x)
     ctx.bias_dtype = None if bias is None else bias.dtype
+    # In the WGAN-GP loss.backward, the only gradient reaching the forward graph of x_hat through
+    # lrelu_grad is its (zero) derivative w.r.t. out. Autograd would materialise it as a zeros tensor
+    # and run this backward, the convs' backward, ... on zeros through the whole forward graph (eager
+    # torch does: leaky_relu_backward's double backward returns zeros_like). Not materialising it
+    # lets autograd skip that pass (~1.6 GB of the 12 GB D step at 128x128, docs/kernels.md).
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(output)  # the output decides lrelu' (out > 0 iff x + b > 0)
 
 
 def _bias_act_backward(ctx, grad_out):
+    if grad_out is None:  # no gradient flows in: none flows out
+        return None, None, None
     (out,) = ctx.saved_tensors
-    grad_x = torch.ops.fastprogan.lrelu_grad(grad_out, out, ctx.negative_slope)
-    grad_bias = None
-    if ctx.bias_dtype is not None and ctx.needs_input_grad[1]:
-        acc_dtype = torch.promote_types(ctx.bias_dtype, torch.float32)
-        grad_bias = grad_x.sum(ctx.reduce_dims, dtype=acc_dtype).to(ctx.bias_dtype)
-    return grad_x, grad_bias, None
+    if ctx.bias_dtype is None or not ctx.needs_input_grad[1]:
+        return torch.ops.fastprogan.lrelu_grad(grad_out, out, ctx.negative_slope), None, None
+    # One pass: grad_x and its sum over N, H, W (per-program partial sums, then a fixed-order sum).
+    grad_x, grad_bias = torch.ops.fastprogan.lrelu_grad_bias(grad_out, out, ctx.negative_slope)
+    return grad_x, grad_bias.to(ctx.bias_dtype), None
 
 
 _bias_act_op.register_autograd(_bias_act_backward, setup_context=_bias_act_setup)

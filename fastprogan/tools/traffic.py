@@ -1,12 +1,14 @@
 """Count the memory traffic of ProGAN's G and D blocks, fused (fastprogan's dispatch) vs eager torch.
 
-    python -m fastprogan.tools.traffic [--dtype fp32|bf16|fp16] [--csv PATH]
+    python -m fastprogan.tools.traffic [--dtype fp32|bf16|fp16] [--csv PATH] [--top R]
+
+(``--top R``: the D step's ops by bytes at resolution R, fused and reference, instead of the tables.)
 
 A ``TorchDispatchMode`` adds the bytes of every tensor read and written by each dispatched op: the
 DRAM traffic of a one-kernel-per-op execution (no cache reuse between ops). Views and aliases move
 nothing and are skipped; allocations (empty*) too. A fastprogan custom op is seen as one op, like any
-aten op, plus the scratch traffic its kernels add inside (``INTERNAL_BYTES``: the pixel-norm
-backward's partial bias sums, written then read). Everything runs on device="meta": shapes only, no
+aten op, plus the scratch traffic its kernels add inside (``INTERNAL_BYTES``: the partial bias sums
+of the pixel-norm backward and of lrelu_grad_bias, written then read). Everything runs on device="meta": shapes only, no
 memory, no kernels (the custom ops' fake implementations run), so every resolution up to 1024x1024 at
 the paper's batch sizes costs milliseconds.
 
@@ -64,8 +66,17 @@ def _pixel_norm_backward_scratch(args, outputs) -> int:
     return 2 * rows * x.shape[1] * 4  # partial sums written, then read by the second stage
 
 
+def _lrelu_grad_bias_scratch(args, outputs) -> int:
+    from fastprogan.ops._kernels import load_kernels
+
+    _, out, _ = args
+    rows = load_kernels("bias_act").lrelu_grad_bias_partial_rows(out)
+    return 2 * rows * out.shape[1] * outputs[1].element_size()  # partial sums written, then read
+
+
 INTERNAL_BYTES: dict[str, Callable] = {
     "fastprogan.bias_act_pixel_norm_backward.default": _pixel_norm_backward_scratch,
+    "fastprogan.lrelu_grad_bias.default": _lrelu_grad_bias_scratch,
 }
 NO_DATA_OPS = {
     "aten.empty.memory_format",
@@ -175,6 +186,11 @@ def fwd_and_fwd_bwd(block, make_inputs) -> tuple[int, int]:
 
 def d_step(block, resolution: int, dtype: torch.dtype) -> int:
     """Bytes of one WGAN-GP D step (real, fake, penalty with double backward) on the D block."""
+    return d_step_counter(block, resolution, dtype).total
+
+
+def d_step_counter(block, resolution: int, dtype: torch.dtype) -> TrafficCounter:
+    """The counter (per-op rows) of one WGAN-GP D step on the D block."""
     n, c = BATCH[resolution], nf(resolution)
     params = d_block_params(resolution)
     real = _leaf(n, c, resolution, resolution, dtype=dtype, grad=False)
@@ -192,7 +208,7 @@ def d_step(block, resolution: int, dtype: torch.dtype) -> int:
         loss = d_fake.mean() - d_real.mean() + 10.0 * penalty + 1e-3 * d_real.square().mean()
         loss.backward()
 
-    return count(step).total
+    return count(step)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -283,11 +299,41 @@ def markdown(rows: list[dict], dtype_name: str) -> str:
     return "\n".join(out)
 
 
+def top_ops(resolution: int, dtype: torch.dtype, limit: int = 12) -> str:
+    """The D step's dispatched ops grouped by name, largest first, for both paths (where bytes go)."""
+    out = []
+    for name, block in (("fused", d_block_fused), ("reference", d_block_ref)):
+        counter = d_step_counter(block, resolution, dtype)
+        groups: dict[str, list[int]] = {}
+        for op, read, written in counter.rows:
+            g = groups.setdefault(op, [0, 0, 0])
+            g[0], g[1], g[2] = g[0] + 1, g[1] + read, g[2] + written
+        out += [
+            f"D step at {resolution}x{resolution}, {name}: {_mb(counter.total)} MB",
+            "",
+            "| op | calls | read MB | written MB |",
+            "|---|---|---|---|",
+        ]
+        ranked = sorted(groups.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
+        out += [f"| {op} | {k} | {_mb(r)} | {_mb(w)} |" for op, (k, r, w) in ranked[:limit]]
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--csv", help="also write the rows to this CSV file")
+    parser.add_argument(
+        "--top",
+        type=int,
+        metavar="R",
+        help="instead of the tables: the D step's ops by bytes at resolution R, fused and reference",
+    )
     args = parser.parse_args(argv)
+    if args.top:
+        print(top_ops(args.top, DTYPES[args.dtype]))
+        return 0
     rows = measure(DTYPES[args.dtype])
     print(markdown(rows, args.dtype))
     if args.csv:

@@ -147,6 +147,83 @@ def test_lrelu_grad_op_matches_and_is_twice_differentiable(check_close):
     assert gradgradcheck(lambda g: torch.ops.fastprogan.lrelu_grad(g, out64, 0.2), (g64,))
 
 
+def _lrelu_grad_bias_expected(grad, out, slope):
+    gx = torch.where(out > 0, grad, grad * slope).to(out.dtype)
+    dims = [0] if out.ndim == 2 else [0, 2, 3]
+    return gx, gx.sum(dims, dtype=torch.float32 if out.dtype != torch.float64 else torch.float64)
+
+
+# Grad layouts the kernel reads through strides: same layout as out, the other dense layout, a
+# broadcast (expanded: stride 0, as from score.sum()), a non-mergeable sliced view (copied first).
+GRAD_LAYOUTS = ["same", "other", "expand", "view"]
+
+
+def _grad_like(shape, layout, out_layout, dtype, seed=1):
+    if layout == "expand":
+        g = torch.randn(shape[0], generator=torch.Generator().manual_seed(seed)).to(dtype)
+        return g.reshape([-1] + [1] * (len(shape) - 1)).expand(shape)
+    if layout == "same":
+        return make_input(shape, out_layout, dtype, seed)
+    if layout == "other":
+        return make_input(shape, "nchw" if out_layout == "channels_last" else "channels_last", dtype, seed)
+    return make_input(shape, "view", dtype, seed)
+
+
+@pytest.mark.parametrize("grad_layout", GRAD_LAYOUTS)
+@pytest.mark.parametrize("out_layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize(
+    "shape",
+    # S > one program's pixels (several rows of partial sums, last tile partial); every tile bucket;
+    # odd C; 2-D (dense layers).
+    [(2, 3, 37, 37), (2, 17, 5, 7), (3, 40, 6, 6), (2, 130, 3, 3), (1, 1, 2, 2), (5, 3), (3, 513)],
+    ids=str,
+)
+def test_lrelu_grad_bias_matches_torch(shape, out_layout, grad_layout, check_close):
+    out = ops.bias_act_ref(make_input(shape, out_layout), None, 0.2)
+    grad = _grad_like(shape, grad_layout, out_layout, torch.float32)
+    gx, gb = torch.ops.fastprogan.lrelu_grad_bias(grad, out, 0.2)
+    gx_ref, gb_ref = _lrelu_grad_bias_expected(grad, out, 0.2)
+    check_close(gx, gx_ref, rtol=0, atol=0, what="grad_in")
+    check_close(gb, gb_ref, rtol=1e-5, atol=1e-5, what="grad_bias")
+    assert gx.stride() == out.stride() and gb.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("out_layout", ["nchw", "channels_last"])
+def test_lrelu_grad_bias_half_precision(dtype, out_layout, check_close, check_3way):
+    shape = (3, 17, 9, 11)
+    out = ops.bias_act_ref(make_input(shape, out_layout, dtype), None, 0.2)
+    grad = make_input(shape, "nchw", dtype, seed=1)
+    gx, gb = torch.ops.fastprogan.lrelu_grad_bias(grad, out, 0.2)
+    gx_ref, gb_ref = _lrelu_grad_bias_expected(grad, out, 0.2)
+    assert gx.dtype == dtype and gb.dtype == torch.float32
+    check_close(gx, gx_ref, rtol=0, atol=0, what="grad_in")  # one rounding of grad * slope, as torch
+    check_close(gb, gb_ref, rtol=1e-5, atol=1e-5, what="grad_bias vs fp32 sum of grad_in")
+    gx_lo = torch.where(out > 0, grad, grad * 0.2)
+    gb_lo = gx_lo.sum((0, 2, 3))  # plain torch in the low dtype
+    gb32 = torch.where(out.float() > 0, grad.float(), grad.float() * 0.2).sum((0, 2, 3))
+    check_3way(gb, gb_lo, gb32, atol=1e-3, what="grad_bias")
+
+
+def test_lrelu_grad_bias_is_deterministic():
+    # Partial sums per program, then a fixed-order second stage: bitwise equal run to run.
+    out = ops.bias_act_ref(make_input((2, 17, 37, 37), "nchw"), None, 0.2)
+    grad = torch.randn(out.shape)
+    first = torch.ops.fastprogan.lrelu_grad_bias(grad, out, 0.2)[1]
+    assert torch.equal(first, torch.ops.fastprogan.lrelu_grad_bias(grad, out, 0.2)[1])
+
+
+@pytest.mark.parametrize("shape, layout", [((2, 3, 3, 3), "channels_last"), ((3, 4), "nchw")])
+def test_lrelu_grad_bias_gradcheck_and_gradgradcheck(shape, layout):
+    # Both outputs are linear in grad (the bias-grad output's derivative: the mask times the broadcast
+    # of its incoming grad); nothing flows to out.
+    out = ops.bias_act_ref(make_input(shape, layout, torch.float64), None, 0.2)
+    g = _f64(shape, layout, seed=1)
+    fn = lambda g: torch.ops.fastprogan.lrelu_grad_bias(g, out, 0.2)
+    assert gradcheck(fn, (g,))
+    assert gradgradcheck(fn, (g,))
+
+
 def test_pixel_norm_path_double_backward_raises():
     x, b = _f64((2, 3, 3, 3)), torch.randn(3, dtype=torch.float64, requires_grad=True)
     y = ops.bias_act(x, b, 0.2, pixel_norm=True, impl="triton")
@@ -177,12 +254,20 @@ def test_bias_grad_is_deterministic():
         ("bias_act", lambda x, b: (x, None, 1.0)),
         ("bias_act_pixel_norm", lambda x, b: (x, b, 0.2, 1e-8)),
         ("lrelu_grad", lambda x, b: (torch.randn(x.shape, requires_grad=True), x.detach(), 0.2)),
+        ("lrelu_grad_bias", lambda x, b: (torch.randn(x.shape, requires_grad=True), x.detach(), 0.2)),
         (
             "bias_act_pixel_norm_backward",
             lambda x, b: (torch.randn(x.shape), x.detach(), b.detach(), torch.rand(3, 2, 3) + 0.5, 0.2),
         ),
     ],
-    ids=["bias_act", "bias_act-nobias", "bias_act_pixel_norm", "lrelu_grad", "pixel_norm_backward"],
+    ids=[
+        "bias_act",
+        "bias_act-nobias",
+        "bias_act_pixel_norm",
+        "lrelu_grad",
+        "lrelu_grad_bias",
+        "pixel_norm_backward",
+    ],
 )
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 def test_opcheck(op, args, layout):
@@ -226,3 +311,26 @@ def test_bad_arguments_fail_before_launch():
         ops.bias_act(x, None, -0.1, impl="triton")
     with pytest.raises(TypeError, match="floating"):
         ops.bias_act(x.long(), None, impl="triton")
+
+
+def test_zero_second_order_terms_are_not_materialised():
+    # lrelu_grad's derivative w.r.t. the saved output is 0: the penalty's backward must not run
+    # bias_act's backward on materialised zeros (eager torch's leaky_relu double backward does, through
+    # the whole forward graph of x_hat; docs/kernels.md, traffic).
+    x = make_input((3, 5, 4, 4), "nchw").requires_grad_()
+    b = torch.randn(5, requires_grad=True)
+    w = torch.randn(5, 5, 1, 1, requires_grad=True)
+    y = ops.bias_act(torch.nn.functional.conv2d(x, w), b, 0.2, impl="triton")
+    (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+    seen = []
+
+    class Spy(torch.utils._python_dispatch.TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    with Spy():
+        gx.square().sum().backward()
+    assert x.grad is None and b.grad is None  # no gradient path: nothing accumulated, not even zeros
+    assert w.grad is not None
+    assert not any("zeros" in s or "bias_act" in s for s in seen), seen

@@ -41,14 +41,27 @@ def test_g_block_fused_traffic_budget(resolution):
     assert fused_fwd < ref_fwd
 
 
-@pytest.mark.parametrize("resolution", [16, 128])
-def test_d_step_with_penalty_moves_less(resolution):
-    # The target is 0.5x; the measured figure is ~0.60x at R >= 64 (docs/kernels.md: the convolutions'
-    # own traffic, the same on both paths, dominates). This guards against regressions.
+# WGAN-GP D step budgets (fp32, fused / eager reference). The target is 0.5x; it is met from 64x64 up
+# (measured 0.49 at 64, 0.48 at 128..1024). Below, the 512x512 conv weights and their 4x4 construction,
+# the same on both paths, dominate: measured 0.73 (8), 0.62 (16), 0.59 (32); those are regression guards.
+D_STEP_BUDGET = {8: 0.75, 16: 0.63, 32: 0.61}
+
+
+@pytest.mark.parametrize("resolution", T.RESOLUTIONS)
+def test_d_step_with_penalty_traffic_budget(resolution):
     ratio = T.d_step(T.d_block_fused, resolution, torch.float32) / T.d_step(
         T.d_block_ref, resolution, torch.float32
     )
-    assert ratio <= (0.62 if resolution >= 64 else 0.8), ratio
+    assert ratio <= D_STEP_BUDGET.get(resolution, 0.5), (resolution, ratio)
+
+
+def test_d_step_bias_gradients_are_fused_and_no_zero_pass():
+    # The fused D step reduces no activation-sized tensor for the bias gradients (lrelu_grad_bias does
+    # it inside) and materialises no zero gradients for the x_hat forward graph.
+    names = [name for name, _, _ in T.d_step_counter(T.d_block_fused, 64, torch.float32).rows]
+    assert "aten.zeros.default" not in names and "aten.zeros_like.default" not in names
+    assert names.count("fastprogan.lrelu_grad_bias.default") == 6  # real, fake, x_hat: two layers each
+    assert names.count("fastprogan.bias_act.default") == 6  # forward only: no backward on zeros
 
 
 @pytest.mark.parametrize("backward", [False, True], ids=["fwd", "fwd+bwd"])
@@ -84,3 +97,6 @@ def test_cli_prints_tables(capsys):
     assert T.main([]) == 0
     out = capsys.readouterr().out
     assert "G block" in out and "D step" in out and "| 1024 |" in out
+    assert T.main(["--top", "16"]) == 0
+    out = capsys.readouterr().out
+    assert "fused" in out and "fastprogan.lrelu_grad_bias.default" in out
