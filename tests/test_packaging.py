@@ -54,7 +54,8 @@ def test_non_editable_install_into_fresh_venv(tmp_path):
             py,
             "-c",
             "import fastprogan, fastprogan.kernels, fastprogan.nn, fastprogan.models; "
-            "print(fastprogan.__file__, fastprogan.kernels.__file__)",
+            "from fastprogan.data import default_dataset_source as d; "
+            "print(fastprogan.__file__, fastprogan.kernels.__file__, d(), d().with_name('LICENSE.md'))",
         ],
         check=True,
         capture_output=True,
@@ -62,8 +63,10 @@ def test_non_editable_install_into_fresh_venv(tmp_path):
         env=env,
         cwd=tmp_path,
     ).stdout.split()
-    assert all(path.startswith(str(env_dir)) for path in out), out
+    assert len(out) == 4 and all(path.startswith(str(env_dir)) for path in out), out
     assert out[1].endswith("site-packages/fastprogan/kernels/__init__.py")
+    # the embedded default dataset and its attribution ship inside the wheel
+    assert Path(out[2]).is_file() and Path(out[2]).stat().st_size > 100_000 and Path(out[3]).is_file()
     cli = subprocess.run(
         [env_dir / "bin" / "fastprogan", "--version"],
         check=True,
