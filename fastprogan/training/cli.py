@@ -28,6 +28,7 @@ _FLAG_FIELDS = {
     "seed": "seed",
     "precision": "precision",
     "allow_tf32": "allow_tf32",
+    "impl": "impl",
     "batch": "batch",
     "loss": "loss",
     "mirror": "mirror",
@@ -74,6 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     h = p.add_argument_group("precision and hardware")
     h.add_argument("--precision", help="auto (bf16 on CUDA with bf16, else fp32) | fp32 | bf16 | fp16")
     h.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=None)
+    h.add_argument("--impl", help="ops: auto (Triton kernels on CUDA) | ref (plain torch) | triton (force)")
     h.add_argument("--batch", help="preset (default) or auto: the largest per-GPU batch that fits (CUDA)")
     h.add_argument("--num-workers", type=int, help="data loader threads")
     h.add_argument("--cpu-threads", type=int, help="torch threads when training on CPU (0: torch default)")

@@ -17,6 +17,7 @@ from fastprogan.training.errors import ConfigError
 from fastprogan.training.presets import PRESETS
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+IMPLS = ("auto", "ref", "triton")  # the networks' op implementations (fastprogan.ops impl=)
 LOSSES = ("wgan-gp", "lsgan")
 BATCH_MODES = ("preset", "auto")
 KNOWN_METRICS = ("swd", "msssim", "fid")
@@ -67,6 +68,7 @@ class TrainingConfig:
     # Precision and hardware.
     precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
     allow_tf32: bool = False
+    impl: str = "auto"  # ops: auto (Triton on CUDA), ref (plain torch), triton (CPU: TRITON_INTERPRET=1)
     num_workers: int = 2
     cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0: torch's default
     seed: int = 1000
@@ -121,6 +123,8 @@ class TrainingConfig:
         if self.resolution is not None:
             _check_pow2("resolution", self.resolution)
         _check_pow2("lod_initial_resolution", self.lod_initial_resolution)
+        if self.impl not in IMPLS:
+            raise ConfigError(f"impl must be one of {', '.join(IMPLS)}, got {self.impl!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.loss not in LOSSES:

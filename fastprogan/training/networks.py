@@ -17,6 +17,7 @@ def generator_kwargs(config: TrainingConfig, num_channels: int, pixelnorm_eps: f
         "fmap_max": config.fmap_max,
         "latent_size": config.latent_size,
         "pixelnorm_eps": pixelnorm_eps,
+        "impl": config.impl,
     }
 
 
@@ -33,4 +34,5 @@ def build_discriminator(config: TrainingConfig, num_channels: int) -> Discrimina
         fmap_decay=config.fmap_decay,
         fmap_max=config.fmap_max,
         mbstd_group_size=config.mbstd_group_size,
+        impl=config.impl,
     )
