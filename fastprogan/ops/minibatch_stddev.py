@@ -55,7 +55,7 @@ def minibatch_stddev_grad(x: torch.Tensor, grad_out: torch.Tensor, groups: int) 
     """
     n, c, h, w = x.shape
     k = c * h * w
-    acc_dtype = torch.promote_types(x.dtype, torch.float32)  # fp32, or fp64 for gradcheck
+    acc_dtype = reduction_dtype(x.dtype)  # fp32, or fp64 for gradcheck
     xf = x.to(acc_dtype).reshape(groups, -1, c, h, w)  # [G, M, C, H, W]
     d = xf - xf.mean(dim=0, keepdim=True)
     sd = (d.square().mean(dim=0, keepdim=True) + STDDEV_EPS).sqrt()  # [1, M, C, H, W]

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fastprogan.ops._common import reduction_dtype
+
 
 @dataclass
 class DiscriminatorLoss:
@@ -41,7 +43,7 @@ class DiscriminatorLoss:
 
 def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
     """Half-precision values to fp32 (losses and norms reduce in fp32); fp32/fp64 unchanged."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x.to(reduction_dtype(x.dtype))
 
 
 def penalty_norm_scale(lod: float) -> float:
