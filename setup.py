@@ -24,7 +24,15 @@ setup(
     packages=packages,
     package_dir={"fastprogan.kernels": "kernels"},
     include_package_data=True,
-    package_data={"fastprogan": ["data/default/*.npz", "data/default/*.json", "data/default/*.md"]},
+    package_data={
+        "fastprogan": [
+            "data/default/*.npz",
+            "data/default/*.json",
+            "data/default/*.md",
+            "ops/dispatch_tables/*.json",
+            "ops/dispatch_tables/*.md",
+        ]
+    },
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
