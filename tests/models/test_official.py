@@ -112,6 +112,17 @@ def test_import_matches_the_official_arithmetic_in_numpy(official):
     with torch.no_grad():
         score = nets.D(torch.from_numpy(img)).double().numpy()
     np.testing.assert_allclose(score, of.d_forward(written["D"], img, RES, group=4), rtol=1e-4, atol=1e-4)
+    # The comparison sees D's two layout facts: the stddev channel is the LAST input of 4x4/Conv ...
+    v = dict(written["D"])
+    w = v["4x4/Conv/weight"]  # [3, 3, C+1, C]
+    v["4x4/Conv/weight"] = np.concatenate([w[:, :, -1:], w[:, :, :-1]], axis=2)  # as if it came first
+    assert not np.allclose(score, of.d_forward(v, img, RES, group=4), rtol=1e-3, atol=1e-3)
+    # ... and Dense0's rows follow the NCHW row-major flatten (an NHWC order gives other scores).
+    v = dict(written["D"])
+    w = v["4x4/Dense0/weight"]  # [C*16, out]
+    c = w.shape[0] // 16
+    v["4x4/Dense0/weight"] = w.reshape(c, 4, 4, -1).transpose(1, 2, 0, 3).reshape(c * 16, -1)
+    assert not np.allclose(score, of.d_forward(v, img, RES, group=4), rtol=1e-3, atol=1e-3)
 
 
 def test_conv0_up_layout_is_the_flipped_transposed_conv_filter():

@@ -97,9 +97,11 @@ def test_import_fastprogan_stays_light():
     assert out.strip() == "False"
 
 
-def test_metrics_accepts_the_imported_checkpoint(imported, rgb_dataset, tmp_path):
+@pytest.mark.parametrize("which", ["imported", "pkl"])
+def test_metrics_accepts_the_imported_checkpoint_and_the_pkl(which, imported, pkl, rgb_dataset, tmp_path):
     out = tmp_path / "m.json"
-    args = ["metrics", "--checkpoint", str(imported), "--data", str(rgb_dataset), "--metrics", "swd"]
+    source = imported if which == "imported" else pkl
+    args = ["metrics", "--checkpoint", str(source), "--data", str(rgb_dataset), "--metrics", "swd"]
     assert main([*args, "--num-images", "64", "--batch-size", "32", "--no-floor", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["resolution"] == 16 and result["swd"]["mean"] > 0
