@@ -54,9 +54,13 @@ setup(
             "opencv-python-headless>=4.8",
             "pytorch-msssim>=1.0",
             "tensorboard>=2.10",  # the trainer's optional event files are tested too
+            "imageio>=2.20",  # `fastprogan video`: the MP4 path is tested too
+            "imageio-ffmpeg>=0.4.7",
         ],
         "bench": ["pytest-benchmark>=4", "matplotlib>=3.6"],
         "tensorboard": ["tensorboard>=2.10"],
+        # MP4 for `fastprogan video` (the imageio-ffmpeg wheel ships an ffmpeg binary); without: GIF
+        "video": ["imageio>=2.20", "imageio-ffmpeg>=0.4.7"],
     },
     entry_points={"console_scripts": ["fastprogan = fastprogan.cli:main"]},
     classifiers=[

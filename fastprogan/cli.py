@@ -16,6 +16,8 @@ import fastprogan
 COMMAND_MODULES: list[str] = [
     "fastprogan.training.cli",
     "fastprogan.training.generate_cli",
+    "fastprogan.training.official",
+    "fastprogan.training.video",
     "fastprogan.data.cli",
     "fastprogan.metrics.cli",
 ]

@@ -15,6 +15,9 @@ One job per file; ``import fastprogan.training`` stays light (torch loads with t
     batch_size.py   --batch auto probe
     feedback.py     log lines, log.txt, stats.jsonl, TensorBoard, progress bar
     images.py       seeds -> latents, image grids, PNGs
+    latents.py      interpolation paths, the official smoothed latent random walk
+    official.py     official release pickles -> checkpoints; ``fastprogan import-official``
+    video.py        ``fastprogan video`` (MP4 via imageio-ffmpeg, GIF fallback)
     loop.py         Trainer: the training loop
     cli.py          ``fastprogan train``;  generate_cli.py: ``fastprogan generate``
 """

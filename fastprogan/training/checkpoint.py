@@ -9,6 +9,8 @@ position (ints), and RNG states converted to tensors/lists (numpy's and Python's
 Keys: ``format``, ``version``, ``config``, ``G``, ``D``, ``G_ema``, ``opt_G``, ``opt_D``, ``scaler_G``,
 ``scaler_D``, ``progress`` (nimg, tick, ...), ``meta`` (lod, resolution, max_resolution, num_channels,
 latent_size, kimg, pixelnorm_eps, precision), ``loader``, ``rng`` (a list with one entry per rank).
+A checkpoint made by ``fastprogan import-official`` holds only ``config``, ``G``, ``D``, ``G_ema``,
+``meta`` and ``origin``: resuming it fine-tunes those weights with fresh optimisers, counters and RNGs.
 
 Atomicity: write ``.<name>.tmp-<pid>`` in the same directory, flush + fsync, ``os.replace`` onto the
 final name, fsync the directory. A crash or SIGKILL at any point leaves the previous checkpoints intact
@@ -148,8 +150,16 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, nimg: int
     if bad is not None:
         raise NonFiniteError(f"{bad} is non-finite; not writing a checkpoint at {nimg / 1000:.3f} kimg")
     directory = Path(run_dir)
+    final = write_checkpoint_file(state, directory / checkpoint_name(nimg))
+    for old in list_checkpoints(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return final
+
+
+def write_checkpoint_file(state: dict[str, Any], final: Path) -> Path:
+    """``torch.save`` the format header + ``state`` to ``final`` atomically (temp file, fsync, rename)."""
+    directory = final.parent
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / checkpoint_name(nimg)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
     payload = {"format": FORMAT, "version": VERSION, **state}
     try:
@@ -162,8 +172,6 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, nimg: int
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(directory)
-    for old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
     return final
 
 
@@ -206,15 +214,24 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 def load_generator(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
-    """G_ema from a checkpoint file (or a run directory: its newest), in eval mode on ``device``, and its meta.
+    """G_ema from a checkpoint file (or a run directory: its newest) or an official release pickle
+    (``karras2018iclr-*.pkl``, read without running code), in eval mode on ``device``, and its meta.
 
     meta: lod (float), resolution (active), max_resolution, num_channels, latent_size, kimg,
-    pixelnorm_eps, precision, config (dict), path (the file read).
+    pixelnorm_eps, precision, config (dict; None for an official pickle), path (the file read).
     """
+    from fastprogan.models.official import OfficialFormatError, is_official_pickle
     from fastprogan.training.config import TrainingConfig
     from fastprogan.training.networks import build_generator
 
     path = resolve_resume(str(path), path, what="checkpoint")
+    if is_official_pickle(path):
+        from fastprogan.training.official import official_generator
+
+        try:
+            return official_generator(path, device)
+        except OfficialFormatError as exc:
+            raise CheckpointError(str(exc)) from None
     state = load_checkpoint(path)
     meta = dict(state["meta"])
     config = TrainingConfig.from_dict(state["config"])

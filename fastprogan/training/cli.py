@@ -115,7 +115,12 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         overrides = _overrides(args)
         out = Path(args.out or f"runs/{args.preset}")
+        note = None
         if args.resume is None:
+            if "data" in overrides and "resolution" not in overrides:
+                # Your own data: train up to its resolution, not the preset's (quickstart's 16 would win).
+                note = TrainingConfig.from_preset(args.preset).resolution
+                overrides["resolution"] = None
             config = TrainingConfig.from_preset(args.preset, **overrides)
             overrides = {}
         else:
@@ -136,6 +141,11 @@ def run_train(args: argparse.Namespace) -> int:
         if args.print_config:
             print(trainer.config.to_json())
             return 0
+        if note is not None:
+            print(
+                f"note: --data without --resolution: training up to the dataset's {trainer.config.resolution}px "
+                f"(preset {args.preset} says {note}px; pass --resolution to choose)"
+            )
         trainer.run()
         return 0
     except (ConfigError, CheckpointError) as exc:

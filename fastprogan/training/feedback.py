@@ -126,6 +126,12 @@ class Feedback:
             for k, v in scalars.items():
                 self._tb.add_scalar(f"metrics/{k}", v, round(kimg * 1000))
 
+    def image(self, tag: str, grid: Any, nimg: int) -> None:
+        """A uint8 image grid [C, H, W] (C = 1 or 3) as TensorBoard image ``images/<tag>`` at step nimg."""
+        if self.enabled and self._tb is not None:
+            self._tb.add_image(f"images/{tag}", grid, nimg, dataformats="CHW")
+            self._tb.flush()
+
     def close(self) -> None:
         if not self.enabled:
             return

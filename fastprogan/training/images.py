@@ -7,15 +7,18 @@ uint8 by ``round(x * 127.5 + 127.5)`` clipped to [0, 255].
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
-RENDER_BATCH = 32  # fixed, so the trainer's grid and `generate` run identical batches
+RENDER_BATCH = 32  # the default, so the trainer's grid and `generate` run identical batches
+GRID_PAD = 2  # px of white between grid cells (trainer grids, TensorBoard, `generate --grid`)
+GRID_PAD_VALUE = 255
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -47,14 +50,40 @@ def latents_for_seeds(seeds: Sequence[int], latent_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def render(G: nn.Module, seeds: Sequence[int], lod: float, device: torch.device | str) -> torch.Tensor:
-    """G(z_seed, lod) for each seed in fp32, batches of RENDER_BATCH -> uint8 CPU [N, C, R, R]."""
-    out = []
-    z_all = latents_for_seeds(seeds, G.latent_size)
-    for i in range(0, len(seeds), RENDER_BATCH):
-        images = G(z_all[i : i + RENDER_BATCH].to(device), lod)  # [B, C, R, R]
-        out.append(to_uint8(images).cpu())
-    return torch.cat(out)
+def render(
+    G: nn.Module,
+    seeds: Sequence[int],
+    lod: float,
+    device: torch.device | str,
+    *,
+    batch: int = RENDER_BATCH,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> torch.Tensor:
+    """G(z_seed, lod) for each seed (fp32 unless ``autocast``), in batches -> uint8 CPU [N, C, R, R]."""
+    return torch.cat(
+        list(render_latents(G, latents_for_seeds(seeds, G.latent_size), lod, device, batch, autocast))
+    )
+
+
+@torch.no_grad()
+def render_latents(
+    G: nn.Module,
+    z: torch.Tensor,
+    lod: float,
+    device: torch.device | str,
+    batch: int = RENDER_BATCH,
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> Iterator[torch.Tensor]:
+    """G(z, lod) for latents z [N, latent] (CPU) in batches of ``batch``: yields uint8 CPU [B, C, R, R].
+
+    ``autocast`` is a reusable context (e.g. PrecisionPolicy.autocast()) entered per batch.
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    for i in range(0, z.shape[0], batch):
+        with autocast if autocast is not None else contextlib.nullcontext():
+            images = G(z[i : i + batch].to(device), lod)  # [B, C, R, R]
+        yield to_uint8(images).cpu()
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -62,15 +91,21 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return (images.float() * 127.5 + 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def make_grid(images: torch.Tensor, columns: int | None = None) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> one uint8 [C, rows*H, cols*W] image (row-major, black padding)."""
+def make_grid(
+    images: torch.Tensor, columns: int | None = None, pad: int = GRID_PAD, pad_value: int = GRID_PAD_VALUE
+) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> one uint8 [C, rows*H + (rows-1)*pad, cols*W + (cols-1)*pad] image
+    (row-major; ``pad`` px of ``pad_value`` between cells; empty cells black)."""
+    if pad < 0:
+        raise ValueError(f"grid pad must be >= 0, got {pad}")
     n, c, h, w = images.shape
     cols = columns or math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
-    grid = torch.zeros(c, rows * h, cols * w, dtype=torch.uint8)
-    for i in range(n):
+    grid = torch.full((c, rows * (h + pad) - pad, cols * (w + pad) - pad), pad_value, dtype=torch.uint8)
+    for i in range(rows * cols):
         r, k = divmod(i, cols)
-        grid[:, r * h : (r + 1) * h, k * w : (k + 1) * w] = images[i]
+        y, x = r * (h + pad), k * (w + pad)
+        grid[:, y : y + h, x : x + w] = images[i] if i < n else 0
     return grid
 
 
@@ -87,8 +122,9 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     return path
 
 
-def save_grid(images: torch.Tensor, paths: Iterable[str | os.PathLike]) -> None:
-    """One grid of uint8 [N, C, H, W] images written to every path in ``paths``."""
+def save_grid(images: torch.Tensor, paths: Iterable[str | os.PathLike]) -> torch.Tensor:
+    """One grid of uint8 [N, C, H, W] images written to every path in ``paths``; returns the grid."""
     grid = make_grid(images)
     for p in paths:
         save_png(grid, p)
+    return grid

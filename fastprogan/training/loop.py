@@ -140,6 +140,11 @@ class Trainer:
         self.dataset, self.config = open_training_data(config, self.run_dir)
         cfg = self.config
         self.num_channels = int(self.dataset.channels)
+        if state is not None and int(state["meta"]["num_channels"]) != self.num_channels:
+            raise ConfigError(
+                f"{path.name} holds {state['meta']['num_channels']}-channel networks, dataset {cfg.data} has "
+                f"{self.num_channels}-channel images: resume with a dataset of the same channel count"
+            )
 
         if self.device.type == "cpu" and cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
@@ -213,6 +218,8 @@ class Trainer:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
         self.G_ema.load_state_dict(state["G_ema"])
+        if "opt_G" not in state:  # an imported network (fastprogan import-official): fine-tune from nimg 0
+            return
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.scaler_G.load_state_dict(state["scaler_G"])
@@ -348,14 +355,18 @@ class Trainer:
             return
         images = render(self.G_ema, range(self.config.grid_images), lod, self.device)
         name = f"grid-{self.nimg / 1000:08.3f}.png"
-        save_grid(images, [self.run_dir / name, self.run_dir / "grid-latest.png"])
+        grid = save_grid(images, [self.run_dir / name, self.run_dir / "grid-latest.png"])
+        if self.feedback is not None:
+            self.feedback.image("fakes", grid, self.nimg)
 
     def write_reals_grid(self) -> None:
         if not self.env.is_main:
             return
         n = min(self.config.grid_images, self.dataset.num_images)
         reals = torch.from_numpy(self.dataset.images(self.config.resolution)[:n].copy())  # uint8 [n, C, R, R]
-        save_grid(reals, [self.run_dir / "reals.png"])
+        grid = save_grid(reals, [self.run_dir / "reals.png"])
+        if self.feedback is not None:
+            self.feedback.image("reals", grid, self.nimg)
 
     # ---- checkpoints --------------------------------------------------------------------------
     def checkpoint(self, phase: TrainingPhase) -> Path | None:

@@ -69,10 +69,14 @@ def test_seeds_and_latents_and_grid():
     assert torch.equal(z[0], z[1]) and not torch.equal(z[0], z[2])
     assert torch.equal(z[0], torch.randn(8, generator=torch.Generator().manual_seed(5)))
     images = torch.arange(5, dtype=torch.uint8).view(5, 1, 1, 1).expand(5, 1, 2, 2)
-    grid = make_grid(images)  # 3 columns, 2 rows
+    grid = make_grid(images, pad=0)  # 3 columns, 2 rows
     assert (
         grid.shape == (1, 4, 6)
         and grid[0, 2, 0].item() == 3
         and grid[0, 2, 2].item() == 4
         and grid[0, 3, 5].item() == 0
     )
+    grid = make_grid(images)  # the default 2px of white between cells
+    assert grid.shape == (1, 2 * 2 + 2, 3 * 2 + 2 * 2)
+    assert grid[0, 4, 0].item() == 3 and grid[0, 4, 4].item() == 4 and grid[0, 5, 9].item() == 0
+    assert (grid[0, 2:4] == 255).all() and (grid[0, :, 2:4] == 255).all()

@@ -19,7 +19,7 @@ def test_run_leaves_checkpoints_grids_and_logs(finished_run):
     assert final["progress"]["nimg"] == 768 and final["meta"]["lod"] == 0.0
     assert final["meta"]["resolution"] == 16
     assert (finished_run / "grid-latest.png").is_file() and (finished_run / "reals.png").is_file()
-    assert Image.open(finished_run / "grid-0000.768.png").size == (4 * 16, 4 * 16)
+    assert Image.open(finished_run / "grid-0000.768.png").size == (4 * 16 + 3 * 2, 4 * 16 + 3 * 2)  # 2px pad
     assert json.loads((finished_run / "config.json").read_text())["resolution"] == 16
 
     ticks = [json.loads(line) for line in (finished_run / "stats.jsonl").read_text().splitlines()]
@@ -35,7 +35,7 @@ def test_run_leaves_checkpoints_grids_and_logs(finished_run):
 def test_generator_sees_every_resolution_phase(finished_run):
     """Grids were written at 4, 8 and 16 px along the way (images at the active resolution)."""
     sizes = {Image.open(p).size for p in finished_run.glob("grid-0*.png")}
-    assert {(16, 16), (32, 32), (64, 64)} <= sizes  # 4x4 grids of 4, 8, 16 px images
+    assert {(22, 22), (38, 38), (70, 70)} <= sizes  # 4x4 grids of 4, 8, 16 px images, 2px between
 
 
 def test_generate_reproduces_the_training_grid(finished_run, tmp_path):
@@ -46,7 +46,8 @@ def test_generate_reproduces_the_training_grid(finished_run, tmp_path):
     train_grid = np.asarray(Image.open(finished_run / "grid-0000.768.png"))
     assert ours.shape == train_grid.shape and np.array_equal(ours, train_grid)
     assert len(list(out.glob("seed-*.png"))) == 16
-    assert np.array_equal(np.asarray(Image.open(out / "seed-0005.png")), ours[16:32, 16:32])
+    assert np.array_equal(np.asarray(Image.open(out / "seed-0005.png")), ours[18:34, 18:34])  # row 1, col 1
+    assert Image.open(out / "seed-0005.png").mode == "L"  # the dataset's one channel
 
 
 def test_load_generator_meta(finished_run):
@@ -100,3 +101,21 @@ def test_tensorboard_events_hold_the_tick_scalars(finished_run):
     ticks = [json.loads(line) for line in (finished_run / "stats.jsonl").read_text().splitlines()]
     lod_tag = next(t for t in tags if t.split("/")[-1] == "lod")
     assert [e.value for e in acc.Scalars(lod_tag)] == pytest.approx([t["lod"] for t in ticks])
+
+
+def test_tensorboard_events_hold_the_image_grids(finished_run):
+    pytest.importorskip("tensorboard", reason="tensorboard (in the test extra) reads the event files back")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(finished_run / "tensorboard"), size_guidance={"images": 0})
+    acc.Reload()
+    assert {"images/fakes", "images/reals"} <= set(acc.Tags()["images"])
+    fakes = acc.Images("images/fakes")
+    ticks = [json.loads(line) for line in (finished_run / "stats.jsonl").read_text().splitlines()]
+    assert len(fakes) >= len(ticks)  # at least one grid per tick (image_snapshot_ticks=1)
+    last = fakes[-1]
+    assert last.step == 768 and (last.width, last.height) == (70, 70)
+    import io
+
+    decoded = np.asarray(Image.open(io.BytesIO(last.encoded_image_string)).convert("L"))
+    assert np.array_equal(decoded, np.asarray(Image.open(finished_run / "grid-0000.768.png")))
