@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "fastprogan.training.generate_cli",
     "fastprogan.data.cli",
     "fastprogan.metrics.cli",
+    "fastprogan.bench.cli",
 ]
 
 
