@@ -200,7 +200,8 @@ def run_tasks(session: Session, measure: str, tasks: list[Task], window_s: float
     left_out: list[str] = []
     for i, task in enumerate(tasks):
         seen = ratios.get(task.kind)
-        scale = statistics.median(seen) if seen else 1.0
+        # Estimates are corrected by how the finished tasks of the kind did, never below 1/5 of the guess.
+        scale = max(statistics.median(seen), 0.2) if seen else 1.0
         need = task.est_s * scale
         used = time.perf_counter() - start
         over_window = window_s is not None and used + need > window_s
