@@ -154,7 +154,11 @@ def run_cli(args: argparse.Namespace) -> int:
         return 2
     from fastprogan.bench.runner import run
 
-    return run(options)
+    try:
+        return run(options)
+    except OSError as exc:  # the output folder cannot be written (permissions, disk full)
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
 
 
 def _cuda_available() -> bool:

@@ -78,10 +78,9 @@ def _noise(shape: tuple[int, ...], seed: int, device: torch.device) -> torch.Ten
 
 
 def lrelu_grad_ref(grad: torch.Tensor, out: torch.Tensor, slope: float) -> torch.Tensor:
-    """lrelu's input gradient given its output, through the bias_act oracle's own autograd."""
-    with torch.enable_grad():
-        leaf = out.detach().requires_grad_(True)
-        return torch.autograd.grad(bias_act_ref(leaf, None, slope), leaf, grad, create_graph=True)[0]
+    """lrelu's input gradient given its output: the kernel eager autograd runs for ``F.leaky_relu``
+    (``leaky_relu_backward`` with ``self_is_result``), differentiable w.r.t. ``grad`` to every order."""
+    return torch.ops.aten.leaky_relu_backward(grad, out, slope, True)
 
 
 def lrelu_grad_bias_ref(

@@ -20,6 +20,7 @@ Lookups are a dict access after the first call per device, and read no tensor va
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -110,11 +111,18 @@ def table_path_for(device_name: str) -> Path | None:
 _cache: dict[tuple[str, str | None], dict[str, dict[str, str]] | None] = {}
 
 
+@functools.cache
+def _cuda_device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def _device_name(device: torch.device) -> str | None:
-    """The CUDA device's name, or None where no CUDA device can be queried (a CPU-only build)."""
+    """The CUDA device's name (queried once per device index: ``auto`` asks on every call), or None
+    where no CUDA device can be queried (a CPU-only build)."""
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_name(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_device_name(index)
 
 
 def entries_for(device_name: str) -> dict[str, dict[str, str]] | None:

@@ -190,3 +190,18 @@ def test_every_csv_column_is_documented():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md").read_text()
     missing = [c for c in CSV_COLUMNS if f"`{c}`" not in doc]
     assert not missing, f"docs/benchmarks.md does not describe the columns {missing}"
+
+
+def test_report_only_rewrites_the_report_from_the_csv(tmp_path, capsys):
+    from fastprogan.cli import main
+
+    assert main(["bench", "--report-only", "--out", str(tmp_path)]) == 2  # no results.csv yet
+    assert "does not exist" in capsys.readouterr().err
+    s = _session(tmp_path)
+    s.writer.write(
+        {"measure": "smoke", "name": "bias_act", "dtype": "bf16", "mode": "fwd", "status": "failed"}
+    )
+    s.writer.close()
+    assert main(["bench", "--report-only", "--out", str(tmp_path)]) == 0
+    text = (tmp_path / "report.md").read_text()
+    assert "## Failures (1 rows)" in text and "0 of 1 rows passed" in text
