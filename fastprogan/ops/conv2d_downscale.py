@@ -8,10 +8,11 @@ orders (needed for the WGAN-GP penalty in D).
 
 impl: "ref" = the unfused oracle, "fused" = the stride-2 conv, "auto" = :func:`downscale_path`: on CUDA
 the measured winner from the device's dispatch table (:mod:`fastprogan.ops.dispatch_table`, written by
-``fastprogan bench``) when it has this shape, else "fused"; on CPU "fused" once the batch has N*H*W >= 16384 input pixels, else "ref" (building the 4x4
-weights has a fixed cost per call, ~270 ms for 512x512 channels on 2 cores, while the conv's cost
-scales with N*H*W: fused/ref time measured interleaved on 2 cores: 6-7x at N*H*W = 512 (512 ch),
-2.2x at 2048, 1.0-1.5x at 8192, 0.52-0.78x at 16384, 0.6x at 32768).
+``fastprogan bench``) when it has this shape, else "fused"; on CPU "fused" once the batch has
+N*H*W >= 16384 input pixels, else "ref" (building the 4x4 weights has a fixed cost per call, ~270 ms
+for 512x512 channels on 2 cores, while the conv's cost scales with N*H*W: fused/ref time measured
+interleaved on 2 cores: 6-7x at N*H*W = 512 (512 ch), 2.2x at 2048, 1.0-1.5x at 8192, 0.52-0.78x at
+16384, 0.6x at 32768).
 """
 
 from __future__ import annotations

@@ -9,11 +9,11 @@ cast to the activation dtype per call). Every derivative order (both paths are p
 impl: "ref" = the unfused oracle (also a real path: nearest upsample + 3x3 conv), "fused" = the
 4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CUDA the measured winner
 from the device's dispatch table (:mod:`fastprogan.ops.dispatch_table`, written by ``fastprogan
-bench``) when it has this shape; otherwise on CPU "fused" once the batch
-has N*H*W >= 4096 input pixels, else "ref" (building the 4x4 weights costs ~270 ms for 512x512 channels
-on 2 cores whatever the batch, while the conv's cost scales with N*H*W: fused/ref time measured
-interleaved, 512 channels, 2 cores: 3.3x at N*H*W = 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096,
-0.75-0.78x at 8192-16384); on CUDA the path with the lower
+bench``) when it has this shape; otherwise, on CPU "fused" once the batch has N*H*W >= 4096 input
+pixels, else "ref" (building the 4x4 weights costs ~270 ms for 512x512 channels on 2 cores whatever
+the batch, while the conv's cost scales with N*H*W: fused/ref time measured interleaved, 512
+channels, 2 cores: 3.3x at N*H*W = 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096, 0.75-0.78x at
+8192-16384); on CUDA the path with the lower
 roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
 the traffic counter (``python -m fastprogan.tools.traffic``; tests/tools/test_traffic.py checks the
 formulas against the counter). Building the 4x4 weights costs weight traffic on every call, so the
