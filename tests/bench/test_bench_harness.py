@@ -205,3 +205,27 @@ def test_report_only_rewrites_the_report_from_the_csv(tmp_path, capsys):
     assert main(["bench", "--report-only", "--out", str(tmp_path)]) == 0
     text = (tmp_path / "report.md").read_text()
     assert "## Failures (1 rows)" in text and "0 of 1 rows passed" in text
+
+
+def test_op_bytes_come_from_the_traffic_counter_on_the_gpu_path():
+    from fastprogan.bench.ops import OP_PROBLEMS, counted_bytes
+    from fastprogan.bench.shapes import QUICK_BATCH, QUICK_CHANNELS
+
+    problem = OP_PROBLEMS["bias_act"].factory(8, torch.float32, True)
+    n, c = QUICK_BATCH, QUICK_CHANNELS
+    # One fused kernel: read x and the bias, write y (fp32).
+    assert counted_bytes(problem, "fwd") == 4 * (2 * n * c * 8 * 8 + c)
+    # Forward + backward moves more than the forward.
+    assert counted_bytes(problem, "fwd+bwd") > counted_bytes(problem, "fwd")
+
+
+def test_timed_backward_does_not_accumulate_gradients():
+    from fastprogan.bench.ops import OP_PROBLEMS, make_call
+
+    problem = OP_PROBLEMS["bias_act_pixel_norm"].factory(4, torch.float32, True)
+    inputs = problem.inputs(torch.device("cpu"))
+    call = make_call(problem.ref, inputs, "fwd+bwd")
+    first = call()
+    second = call()
+    assert all(t.grad is None for t in inputs)  # autograd.grad, not .backward(): no add_ per call
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
