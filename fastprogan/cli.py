@@ -25,7 +25,7 @@ COMMAND_MODULES: list[str] = [
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastprogan",
-        description="Fast Progressive Growing of GANs: training, generation, datasets, metrics.",
+        description="Fast Progressive Growing of GANs: training, generation, datasets, metrics, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"fastprogan {fastprogan.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

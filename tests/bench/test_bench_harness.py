@@ -229,3 +229,21 @@ def test_timed_backward_does_not_accumulate_gradients():
     second = call()
     assert all(t.grad is None for t in inputs)  # autograd.grad, not .backward(): no add_ per call
     assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_paper_shapes_build_and_count_on_meta():
+    # The GPU run's problems at the paper's shapes (nf(R), v2-1gpu batch), counted on meta tensors:
+    # proves every shape and GPU path of the plan without a GPU (bf16 forward + backward).
+    from fastprogan.bench.ops import OP_PROBLEMS, counted_bytes
+    from fastprogan.bench.shapes import RESOLUTIONS, batch_for
+
+    seen = 0
+    for entry in OP_PROBLEMS:
+        for r in RESOLUTIONS:
+            problem = entry.factory(r, torch.bfloat16, False)
+            if problem is None:
+                continue
+            assert problem.batch == (batch_for(r)), (entry.name, r)
+            assert counted_bytes(problem, problem.modes[0]) > 0, (entry.name, r)
+            seen += 1
+    assert seen == 5 * 9 + 2 * 8  # the resampling convs start at 8x8
