@@ -292,7 +292,10 @@ def write_report(out: Path, session: Any = None) -> list[Path]:
     if (out / "env.json").is_file():
         envinfo = json.loads((out / "env.json").read_text(encoding="utf-8"))
     versions = envinfo.get("versions", {})
-    pngs, plot_note = plot(rows, out)
+    try:
+        pngs, plot_note = plot(rows, out)
+    except Exception as exc:  # a broken matplotlib install must not cost the tables
+        pngs, plot_note = [], f"plotting failed ({type(exc).__name__}: {exc}); the tables are complete"
     lines = [
         f"# fastprogan bench: {envinfo.get('device', rows[0]['device'] if rows else '?')}",
         "",

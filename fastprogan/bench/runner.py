@@ -301,7 +301,14 @@ def _run(options: Options) -> int:
             if measure not in options.measures:
                 continue
             module = modules[measure]
-            tasks = module.tasks(session)
+            try:
+                tasks = module.tasks(session)
+            except Exception as exc:  # a measure that cannot even plan must not cost the others
+                session.writer.write(
+                    {"measure": measure, "name": measure, "status": "error", "detail": _one_line(exc)}
+                )
+                session.log(f"{measure}: could not plan: {_one_line(exc)}")
+                continue
             if measure == "smoke":
                 window = None
             else:
@@ -317,7 +324,17 @@ def _run(options: Options) -> int:
             run_tasks(session, measure, tasks, window)
             finish = getattr(module, "finish", None)
             if finish is not None:
-                finish(session)
+                try:
+                    finish(session)
+                except Exception as exc:
+                    session.writer.write(
+                        {
+                            "measure": measure,
+                            "name": f"{measure} finish",
+                            "status": "error",
+                            "detail": _one_line(exc),
+                        }
+                    )
     finally:
         writer.close()
         paths = report.write_report(options.out, session=session)
