@@ -20,13 +20,14 @@ COMMAND_MODULES: list[str] = [
     "fastprogan.training.video",
     "fastprogan.data.cli",
     "fastprogan.metrics.cli",
+    "fastprogan.bench.cli",
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastprogan",
-        description="Fast Progressive Growing of GANs: training, generation, datasets, metrics.",
+        description="Fast Progressive Growing of GANs: training, generation, datasets, metrics, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"fastprogan {fastprogan.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -15,33 +15,11 @@ if not torch.cuda.is_available():
 
 import pytest
 
-
-def _round_bf16_like_a_gpu() -> None:
-    """Make the interpreter round fp32 -> bf16 to nearest-even, as a GPU's cvt.rn.bf16.f32 does.
-
-    Triton 3.9's interpreter truncates the mantissa on this cast (its RTNE branch also drops the
-    carry), so bf16 outputs come out up to one ulp low: an interpreter artefact, not kernel behaviour.
-    The conversion is replaced by torch's (round to nearest even) so tests see what a GPU computes.
-    """
-    try:
-        import numpy as np
-        import triton.language as tl
-        from triton.runtime import interpreter
-    except ImportError:  # no Triton: the kernel tests fail with the reason, nothing to patch
-        return
-    original = interpreter._convert_float
-
-    def convert_float(data, input_dtype, output_dtype, rounding_mode):
-        if input_dtype == tl.float32 and output_dtype == tl.bfloat16:
-            t = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).to(torch.bfloat16)
-            return t.view(torch.int16).numpy().view(np.uint16)
-        return original(data, input_dtype, output_dtype, rounding_mode)
-
-    interpreter._convert_float = convert_float
-
-
 if os.environ.get("TRITON_INTERPRET") == "1":
-    _round_bf16_like_a_gpu()
+    # The interpreter truncates fp32 -> bf16; round to nearest even as a GPU does (see the function).
+    from fastprogan.tools.interpreter import round_bf16_like_a_gpu
+
+    round_bf16_like_a_gpu()
 
 
 def _first_indices(bad: torch.Tensor, k: int = 5) -> list[tuple[int, ...]]:

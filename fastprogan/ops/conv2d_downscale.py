@@ -6,11 +6,13 @@ C_in, 3, 3] -> y [N, C_out, H/2, W/2]. The fused path is one stride-2 conv (cuDN
 intermediate. The bias commutes with the pooling. Layouts: NCHW or channels_last. All derivative
 orders (needed for the WGAN-GP penalty in D).
 
-impl: "ref" = the unfused oracle, "fused" = the stride-2 conv, "auto" = :func:`downscale_path`: "fused"
-on CUDA; on CPU "fused" once the batch has N*H*W >= 16384 input pixels, else "ref" (building the 4x4
-weights has a fixed cost per call, ~270 ms for 512x512 channels on 2 cores, while the conv's cost
-scales with N*H*W: fused/ref time measured interleaved on 2 cores: 6-7x at N*H*W = 512 (512 ch),
-2.2x at 2048, 1.0-1.5x at 8192, 0.52-0.78x at 16384, 0.6x at 32768).
+impl: "ref" = the unfused oracle, "fused" = the stride-2 conv, "auto" = :func:`downscale_path`: on CUDA
+the measured winner from the device's dispatch table (:mod:`fastprogan.ops.dispatch_table`, written by
+``fastprogan bench``) when it has this shape, else "fused"; on CPU "fused" once the batch has
+N*H*W >= 16384 input pixels, else "ref" (building the 4x4 weights has a fixed cost per call, ~270 ms
+for 512x512 channels on 2 cores, while the conv's cost scales with N*H*W: fused/ref time measured
+interleaved on 2 cores: 6-7x at N*H*W = 512 (512 ch), 2.2x at 2048, 1.0-1.5x at 8192, 0.52-0.78x at
+16384, 0.6x at 32768).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan.ops._conv_args import cast_params, check_resample_conv_args
+from fastprogan.ops.dispatch_table import measured_choice
 from fastprogan.ops.resample_weight import downscale_conv_weight
 
 
@@ -35,12 +38,42 @@ def _conv2d_downscale_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
 
 # CPU: the fused path wins once the batch has this many input pixels (module docstring: measurements).
 CPU_FUSED_MIN_PIXELS = 16384
+PATHS = ("fused", "ref")  # the choices of impl="auto" (and of a dispatch table's entries)
 
 
-def downscale_path(n: int, h: int, w: int, device_type: str) -> str:
-    """The path ``impl="auto"`` runs for x [n, C, h, w]: "fused" (4x4 weights) or "ref" (conv + pool)."""
+def downscale_path(
+    n: int,
+    h: int,
+    w: int,
+    device: torch.device | str,
+    c_in: int | None = None,
+    c_out: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    backward: bool = True,
+) -> str:
+    """The path ``impl="auto"`` runs for x [n, c_in, h, w]: "fused" (4x4 weights) or "ref" (conv + pool).
+
+    ``device``: the tensor's device (or its type string). On CUDA the device's dispatch table decides
+    when it holds this shape (op ``conv2d_downscale``, key ``shape_key(n, c_in, c_out, h, w, dtype,
+    backward)``; needs the channel counts), else "fused".
+    """
+    device_type = device if isinstance(device, str) else device.type
     if device_type == "cuda":
-        return "fused"
+        measured = None
+        if c_in is not None and c_out is not None:
+            measured = measured_choice(
+                "conv2d_downscale",
+                device,
+                PATHS,
+                n=n,
+                c_in=c_in,
+                c_out=c_out,
+                h=h,
+                w=w,
+                dtype=dtype,
+                backward=backward,
+            )
+        return measured or "fused"
     return "fused" if n * h * w >= CPU_FUSED_MIN_PIXELS else "ref"
 
 
@@ -52,7 +85,9 @@ def conv2d_downscale(
     if x.shape[2] % 2 or x.shape[3] % 2:
         raise ValueError(f"conv2d_downscale: x needs an even height and width, got {tuple(x.shape[2:])}")
     if impl == "auto":
-        impl = downscale_path(x.shape[0], x.shape[2], x.shape[3], x.device.type)
+        backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        n, c_in, h, w = x.shape
+        impl = downscale_path(n, h, w, x.device, c_in, weight.shape[0], x.dtype, backward)
     weight, bias = cast_params(x, weight, bias)
     if impl == "ref":
         return conv2d_downscale_ref(x, weight, bias)

@@ -20,6 +20,7 @@ Lookups are a dict access after the first call per device, and read no tensor va
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -110,8 +111,18 @@ def table_path_for(device_name: str) -> Path | None:
 _cache: dict[tuple[str, str | None], dict[str, dict[str, str]] | None] = {}
 
 
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device)
+@functools.cache
+def _cuda_device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
+def _device_name(device: torch.device) -> str | None:
+    """The CUDA device's name (queried once per device index: ``auto`` asks on every call), or None
+    where no CUDA device can be queried (a CPU-only build)."""
+    if not torch.cuda.is_available():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _cuda_device_name(index)
 
 
 def entries_for(device_name: str) -> dict[str, dict[str, str]] | None:
@@ -130,12 +141,40 @@ def lookup(op: str, key: str, device: torch.device) -> str | None:
     """
     if device.type != "cuda":
         return None
-    entries = entries_for(_device_name(device))
+    name = _device_name(device)
+    entries = None if name is None else entries_for(name)
     if entries is None:
         return None
     return entries.get(op, {}).get(key)
 
 
+_warned_choices: set[tuple[str, str, str]] = set()
+
+
+def measured_choice(op: str, device: torch.device | str, choices: tuple[str, ...], **dims: Any) -> str | None:
+    """The table's choice for ``op`` at the shape ``dims`` (see :func:`shape_key`) on ``device``, or None.
+
+    None means "use the roofline model": not a CUDA device, no usable table, no entry for this shape,
+    or an entry that is not one of ``choices`` (a :class:`DispatchTableWarning`, once per entry).
+    ``device`` may be a device-type string ("cuda" means the current CUDA device).
+    """
+    device = torch.device(device) if isinstance(device, str) else device
+    key = shape_key(**dims)
+    choice = lookup(op, key, device)
+    if choice is None or choice in choices:
+        return choice
+    if (op, key, choice) not in _warned_choices:
+        _warned_choices.add((op, key, choice))
+        warnings.warn(
+            f"dispatch table entry {op}[{key}] = {choice!r} is not one of {choices}; "
+            "impl='auto' uses its roofline model",
+            DispatchTableWarning,
+            stacklevel=3,
+        )
+    return None
+
+
 def clear_cache() -> None:
     """Forget loaded tables (tests, or after writing a new table in-process)."""
     _cache.clear()
+    _warned_choices.clear()

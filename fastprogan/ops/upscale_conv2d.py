@@ -7,11 +7,13 @@ upsampled intermediate. Layouts: NCHW or channels_last; dtypes fp32/fp16/bf16/fp
 cast to the activation dtype per call). Every derivative order (both paths are plain torch ops).
 
 impl: "ref" = the unfused oracle (also a real path: nearest upsample + 3x3 conv), "fused" = the
-4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CPU "fused" once the batch
-has N*H*W >= 4096 input pixels, else "ref" (building the 4x4 weights costs ~270 ms for 512x512 channels
-on 2 cores whatever the batch, while the conv's cost scales with N*H*W: fused/ref time measured
-interleaved, 512 channels, 2 cores: 3.3x at N*H*W = 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096,
-0.75-0.78x at 8192-16384); on CUDA the path with the lower
+4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CUDA the measured winner
+from the device's dispatch table (:mod:`fastprogan.ops.dispatch_table`, written by ``fastprogan
+bench``) when it has this shape; otherwise, on CPU "fused" once the batch has N*H*W >= 4096 input
+pixels, else "ref" (building the 4x4 weights costs ~270 ms for 512x512 channels on 2 cores whatever
+the batch, while the conv's cost scales with N*H*W: fused/ref time measured interleaved, 512
+channels, 2 cores: 3.3x at N*H*W = 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096, 0.75-0.78x at
+8192-16384); on CUDA the path with the lower
 roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
 the traffic counter (``python -m fastprogan.tools.traffic``; tests/tools/test_traffic.py checks the
 formulas against the counter). Building the 4x4 weights costs weight traffic on every call, so the
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan.ops._conv_args import cast_params, check_resample_conv_args
+from fastprogan.ops.dispatch_table import measured_choice
 from fastprogan.ops.resample_weight import upscale_conv_weight
 
 
@@ -49,6 +52,7 @@ TRAFFIC_COEFFS = {
     "fused": ((1.0, 1.0, 6.56), (3.0, 2.0, 23.0)),
     "ref": ((9.0, 1.0, 1.0), (22.0, 2.0, 3.0)),
 }
+PATHS = ("fused", "ref")  # the choices of impl="auto" (and of a dispatch table's entries)
 # CPU: the fused path wins once the batch has this many input pixels (module docstring: measurements).
 CPU_FUSED_MIN_PIXELS = 4096
 
@@ -73,11 +77,32 @@ def upscale_path(
     c_out: int,
     h: int,
     w: int,
-    device_type: str,
+    device: torch.device | str,
     dtype: torch.dtype = torch.float32,
     backward: bool = True,
 ) -> str:
-    """The path ``impl="auto"`` runs: "fused" (4x4 weights) or "ref" (upsample + 3x3 conv)."""
+    """The path ``impl="auto"`` runs: "fused" (4x4 weights) or "ref" (upsample + 3x3 conv).
+
+    ``device``: the tensor's device (or its type string). On CUDA the device's dispatch table decides
+    when it holds this shape (op ``upscale_conv2d``, key ``shape_key(n, c_in, c_out, h, w, dtype,
+    backward)``); otherwise the roofline estimate below.
+    """
+    device_type = device if isinstance(device, str) else device.type
+    if device_type == "cuda":
+        measured = measured_choice(
+            "upscale_conv2d",
+            device,
+            PATHS,
+            n=n,
+            c_in=c_in,
+            c_out=c_out,
+            h=h,
+            w=w,
+            dtype=dtype,
+            backward=backward,
+        )
+        if measured is not None:
+            return measured
     if device_type != "cuda":
         return "fused" if n * h * w >= CPU_FUSED_MIN_PIXELS else "ref"
     size = torch.empty((), dtype=dtype).element_size()
@@ -99,7 +124,7 @@ def upscale_conv2d(
     check_resample_conv_args("upscale_conv2d", x, weight, bias, impl)
     if impl == "auto":
         backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        impl = upscale_path(*x.shape[:2], weight.shape[0], *x.shape[2:], x.device.type, x.dtype, backward)
+        impl = upscale_path(*x.shape[:2], weight.shape[0], *x.shape[2:], x.device, x.dtype, backward)
     weight, bias = cast_params(x, weight, bias)
     if impl == "ref":
         return upscale_conv2d_ref(x, weight, bias)

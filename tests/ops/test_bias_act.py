@@ -205,6 +205,29 @@ def test_lrelu_grad_bias_half_precision(dtype, out_layout, check_close, check_3w
     check_3way(gb, gb_lo, gb32, atol=1e-3, what="grad_bias")
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_lrelu_grad_bias_double_backward_sums_the_bias_path_in_fp32(dtype, check_3way):
+    # d/d(cotangent of grad_bias) of <backward, v> is a sum of lrelu_grad(v) over N, H, W: it must be
+    # reduced in fp32 like the reference's fp32 bias sum (in bf16 it was 2-3x beyond the 3-way bound).
+    shape = (3, 17, 9, 11)
+    out = ops.bias_act_ref(make_input(shape, "nchw", dtype), None, 0.2)
+    v = make_input(shape, "nchw", dtype, seed=2)
+
+    def d2(fn, out, v):
+        grad = torch.zeros(out.shape, dtype=out.dtype, requires_grad=True)
+        ct_bias = torch.zeros(out.shape[1], dtype=torch.float32, requires_grad=True)
+        _, gb = fn(grad, out)
+        (g1,) = torch.autograd.grad((gb * ct_bias).sum(), grad, create_graph=True)
+        return torch.autograd.grad((g1 * v).sum(), ct_bias)[0]
+
+    def ref(grad, out):
+        gx = torch.ops.aten.leaky_relu_backward(grad, out, 0.2, True)
+        return gx, gx.float().sum((0, 2, 3))
+
+    ours = d2(lambda g, o: torch.ops.fastprogan.lrelu_grad_bias(g, o, 0.2), out, v)
+    check_3way(ours, d2(ref, out, v), d2(ref, out.float(), v.float()), atol=1e-3, what="d/d ct_bias")
+
+
 def test_lrelu_grad_bias_is_deterministic():
     # Partial sums per program, then a fixed-order second stage: bitwise equal run to run.
     out = ops.bias_act_ref(make_input((2, 17, 37, 37), "nchw"), None, 0.2)
