@@ -25,7 +25,9 @@ def _create(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
             seed=args.seed,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
+            # A bar only on a terminal: redirected to a file or a CI log, tqdm's carriage-return
+            # redraws would write one line per refresh.
+            progress=not args.no_progress and sys.stderr.isatty(),
         )
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -91,7 +93,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--skip-bad", action="store_true", help="skip and list bad files instead of failing")
     c.add_argument("--seed", type=int, default=0, help="seed of the fixed shuffled order")
     c.add_argument("--overwrite", action="store_true", help="replace OUT once the new dataset is complete")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none anyway when stderr is not a terminal)",
+    )
     c.set_defaults(func=_create)
 
     i = sub.add_parser("info", help="print a dataset's manifest summary")
