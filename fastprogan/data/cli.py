@@ -66,13 +66,15 @@ def _info(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from fastprogan.data.shards import verify_dataset
 
-    problems = verify_dataset(args.path, deep=args.deep)
+    problems = verify_dataset(args.path, deep=args.deep, rehash=args.rehash)
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     if problems:
         print(f"verify failed: {len(problems)} problem(s) in {args.path}", file=sys.stderr)
         return 2
-    print(f"ok: {args.path}")
+    print(
+        f"ok: {args.path}" + (" (per-image xxh3_64 checksums written to the manifest)" if args.rehash else "")
+    )
     return 0
 
 
@@ -107,4 +109,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="check shapes, checksums and manifest; exit 2 on any mismatch")
     v.add_argument("path")
     v.add_argument("--deep", action="store_true", help="also recompute every level from the top one")
+    v.add_argument(
+        "--rehash",
+        action="store_true",
+        help="once everything else checks out, (re)write every level's per-image xxh3_64 checksums "
+        "into the manifest (upgrades datasets made before the loader checked them)",
+    )
     v.set_defaults(func=_verify)
