@@ -96,6 +96,7 @@ class ImageLoader:
         self.skipped = 0  # reads of corrupt images replaced in their batch (skip_bad)
         self._log = log
         self._skip_lock = threading.Lock()
+        self._pending_log: list[str] = []  # written by gather threads, logged from __next__
         n = dataset.num_images
         if drop_last:
             self.epoch_length = (n // world_size) // batch_size * batch_size
@@ -199,13 +200,22 @@ class ImageLoader:
             dst[j] = dst[before[-1] if len(before) else good[0]]
         with self._skip_lock:
             self.skipped += len(bad)
-        total = len(level.corrupt)
+            total = len(level.corrupt)
+            self._pending_log += [
+                f"skipped corrupt image {i} of {file} ({HASH_NAME} mismatch; --skip-bad): "
+                f"{total} corrupt image(s) at {self.resolution}px so far, {self.skipped} read(s) replaced"
+                for i in new
+            ]
+
+    def _flush_log(self) -> None:
+        """Log the skip messages of the gather threads from the caller's thread (once each)."""
+        if not self._pending_log:
+            return
+        with self._skip_lock:
+            messages, self._pending_log = self._pending_log, []
         if self._log is not None:
-            for i in new:
-                self._log(
-                    f"skipped corrupt image {i} of {file} ({HASH_NAME} mismatch; --skip-bad): "
-                    f"{total} corrupt image(s) at {self.resolution}px so far, {self.skipped} read(s) replaced"
-                )
+            for message in messages:
+                self._log(message)
 
     def _fill(self) -> None:
         assert self._pool is not None
@@ -230,6 +240,7 @@ class ImageLoader:
             batch = future.result()
             self._fill()
         self.epoch, self.offset = epoch, offset
+        self._flush_log()
         return batch
 
     def state_dict(self) -> dict[str, Any]:
