@@ -37,10 +37,11 @@ def _create(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from fastprogan.data.errors import DatasetError
-    from fastprogan.data.shards import open_dataset
+    from fastprogan.data.shards import ShardedDataset, level_file_problems
 
     try:
-        ds = open_dataset(args.path)
+        # The manifest summary is useful even when a level file is damaged: report those below.
+        ds = ShardedDataset(args.path, check_files=False)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -60,7 +61,13 @@ def _info(args: argparse.Namespace) -> int:
     )
     print(f"size:        {total / 2**20:.1f} MiB")
     print(f"tool:        fastprogan {m.get('tool_version', '?')}")
-    return 0
+    print(
+        f"checksums:   {'per-image xxh3_64 at every level' if ds.has_checksums else 'none (run dataset verify --rehash)'}"
+    )
+    problems = level_file_problems(ds.path, m)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -263,3 +263,21 @@ def test_train_flags_set_the_config_fields(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "r"), "--print-config"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["verify_data"] is True and config["skip_bad"] is False  # on by default
+
+
+def test_train_on_a_truncated_level_is_one_line_and_exit_2(dataset, tmp_path, capsys):
+    _truncate(dataset / "res_0008.npy", 0.6)
+    rc = main(["train", "--data", str(dataset), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "res_0008.npy: truncated" in err and "--overwrite" in err
+
+
+def test_info_still_summarises_a_damaged_dataset_and_exits_2(dataset, capsys):
+    assert main(["dataset", "info", str(dataset)]) == 0
+    assert "checksums:   per-image xxh3_64 at every level" in capsys.readouterr().out
+    (dataset / "res_0004.npy").unlink()
+    assert main(["dataset", "info", str(dataset)]) == 2
+    captured = capsys.readouterr()
+    assert "images:      12" in captured.out and "res_0004.npy: missing" in captured.err
