@@ -128,6 +128,9 @@ def _assemble(partial: Path, records: list[dict], resolution: int, channels: int
         )
         for r in resolutions_for(resolution)
     }
+    # Per-image xxh3_64 of every level, hashed from the in-memory pyramid as it is written (no second
+    # read of the files; a write that goes wrong on disk is then caught by the loader's check).
+    hashes = {r: np.empty(count, dtype=np.uint64) for r in levels}  # uint64 [N] per level
     step = max(1, PYRAMID_BYTES // (channels * resolution * resolution))
     start = 0
     for rec in records:
@@ -135,17 +138,22 @@ def _assemble(partial: Path, records: list[dict], resolution: int, channels: int
         for i in range(0, len(top), step):
             for r, level in build_pyramid(np.asarray(top[i : i + step])).items():
                 levels[r][start + i : start + i + len(level)] = level
+                hashes[r][start + i : start + i + len(level)] = level_hashes(level)
         start += len(top)
     files = {}
     for r, arr in levels.items():
         arr.flush()
         shape = list(arr.shape)
         del arr
-        files[str(r)] = {"path": level_filename(r), "shape": shape, "sha256": ""}
+        files[str(r)] = {
+            "path": level_filename(r),
+            "shape": shape,
+            "sha256": "",
+            HASH_NAME: encode_hashes(hashes[r]),
+        }
     levels.clear()
     for entry in files.values():
         entry["sha256"] = sha256_file(partial / entry["path"])
-        entry[HASH_NAME] = encode_hashes(level_hashes(np.load(partial / entry["path"], mmap_mode="r")))
     return files
 
 
