@@ -260,10 +260,10 @@ class SlicedWassersteinDistance:
     call :meth:`compute`. Each set draws its neighbourhood centres from its own generator seeded by
     ``(seed, set name)``, independently of every other set as the paper's protocol does: replaying
     one sequence of centres for reals and fakes would compare the same pixels of images that
-    correlate with the reals (reconstructions, blurred reals) and bias SWD low (about -10% at the
-    coarsest level of a 64-px pyramid). A set compared with itself (``compute("reals", "reals")``)
-    reuses its own descriptors and gives exactly 0; two different draws of reals (the real-vs-real
-    floor) use independent positions like any other pair. The directions of a level depend only on
+    correlate with the reals (reconstructions, blurred reals) and bias SWD low (blurred reals at
+    64 px: -8% / -49% / -79% at 64 / 32 / 16 px, docs/metrics.md). A set compared with itself
+    (``compute("reals", "reals")``) reuses its own descriptors and gives exactly 0; two different
+    draws of reals (the real-vs-real floor) use independent positions like any other pair. The directions of a level depend only on
     ``(seed, level)``. Results do not depend on the order in which sets are fed or compared. Only
     descriptors and per-channel moments are kept: 128 x 147 float32 per image and level (16,384
     images at 128px: ~4.9 GB per set).
