@@ -124,6 +124,15 @@ def _tile_offsets(base, c, p, C, S, CHANNELS_LAST: tl.constexpr):
 
 
 @triton.jit
+def _add_bias(x, b, x_ptr, COMPUTE_FP64: tl.constexpr):
+    # x + b rounded to the activation dtype, as the unfused reference computes it (fp16 x + b in
+    # fp16): a sum beyond the dtype's range (fp16: 65504) becomes +-inf here too, so pixel norm returns
+    # NaN for that pixel like the reference and the training NaN guard sees the overflow. Without the
+    # rounding the fp32 sum stayed finite and the normalisation hid it. A no-op for fp32/fp64 x.
+    return _to_compute((x + b).to(x_ptr.dtype.element_ty), COMPUTE_FP64)
+
+
+@triton.jit
 def bias_lrelu_fwd_kernel(
     x_ptr,
     bias_ptr,
@@ -146,7 +155,7 @@ def bias_lrelu_fwd_kernel(
         c = (offs // S) % C
     x = _to_compute(tl.load(x_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
     b = _to_compute(tl.load(bias_ptr + c, mask=mask, other=0.0), COMPUTE_FP64)
-    v = x + b
+    v = _add_bias(x, b, x_ptr, COMPUTE_FP64)
     y = tl.where(v > 0, v, v * slope)
     tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -257,7 +266,7 @@ def bias_act_pixel_norm_fwd_kernel(
         offs = _tile_offsets(base, cr, p, C, S, CHANNELS_LAST)
         x = _to_compute(tl.load(x_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
         b = _to_compute(tl.load(bias_ptr + cr, mask=cr < C, other=0.0), COMPUTE_FP64)
-        v = x + b[:, None]
+        v = _add_bias(x, b[:, None], x_ptr, COMPUTE_FP64)
         a = tl.where(v > 0, v, v * slope)  # masked lanes: 0
         r = 1.0 / tl.sqrt(tl.sum(a * a, axis=0) / C + eps)  # [BLOCK_P]
         tl.store(out_ptr + offs, (a * r[None, :]).to(out_ptr.dtype.element_ty), mask=mask)
@@ -269,7 +278,7 @@ def bias_act_pixel_norm_fwd_kernel(
             offs = _tile_offsets(base, c, p, C, S, CHANNELS_LAST)
             x = _to_compute(tl.load(x_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
             b = _to_compute(tl.load(bias_ptr + c, mask=c < C, other=0.0), COMPUTE_FP64)
-            v = x + b[:, None]
+            v = _add_bias(x, b[:, None], x_ptr, COMPUTE_FP64)
             a = tl.where(v > 0, v, v * slope)
             sumsq += tl.sum(a * a, axis=0)
         r = 1.0 / tl.sqrt(sumsq / C + eps)
@@ -279,7 +288,7 @@ def bias_act_pixel_norm_fwd_kernel(
             offs = _tile_offsets(base, c, p, C, S, CHANNELS_LAST)
             x = _to_compute(tl.load(x_ptr + offs, mask=mask, other=0.0), COMPUTE_FP64)
             b = _to_compute(tl.load(bias_ptr + c, mask=c < C, other=0.0), COMPUTE_FP64)
-            v = x + b[:, None]
+            v = _add_bias(x, b[:, None], x_ptr, COMPUTE_FP64)
             a = tl.where(v > 0, v, v * slope)
             tl.store(out_ptr + offs, (a * r[None, :]).to(out_ptr.dtype.element_ty), mask=mask)
     tl.store(rstd_ptr + n * S + p, r, mask=p_mask)
@@ -308,6 +317,11 @@ def bias_act_pixel_norm_bwd_kernel(
 
     and partial[row, c] = sum over this program's pixels of g_x (row = n * cdiv(S, BLOCK_P) + pid):
     stage one of the deterministic bias gradient (no atomics; ``sum_rows_kernel`` is stage two).
+
+    x + b is recomputed in fp32 here, not rounded to the activation dtype as in the forward: the
+    rounding only matters where the sum overflows, and there the forward already returned NaN (the
+    loss is non-finite and the step is rejected); the extra casts spilled 8 B on sm_90 in the fp16/bf16
+    channels_last 256x16 tile (static check).
     """
     slope = _to_compute(negative_slope, COMPUTE_FP64)
     pid_p = tl.program_id(0)
@@ -391,6 +405,25 @@ def _geometry(x: torch.Tensor) -> tuple[int, int, int]:
         return 1, x.shape[1], x.shape[0]
     n, c, h, w = x.shape
     return n, c, h * w
+
+
+# CUDA's limit on grid dimensions y and z (x allows 2**31 - 1): the image index runs on one of them.
+MAX_GRID_YZ = 65535
+
+
+def check_image_extent(op: str, n: int, c: int, s: int) -> None:
+    """Raise ValueError naming ``op`` unless [N, C, S] fits the tiled kernels' addressing: offsets inside
+    one image (C x S elements) are int32 (only the image base is int64) and the image index is a grid
+    y/z coordinate. Shape arithmetic only, so it runs before any allocation (meta tensors too)."""
+    if c * s >= 2**31:
+        raise ValueError(
+            f"{op}: one image of {c} x {s} = {c * s} elements reaches 2**31 (int32 offsets inside an "
+            "image); split the batch's images or use impl='ref'"
+        )
+    if n > MAX_GRID_YZ:
+        raise ValueError(
+            f"{op}: {n} images exceed the {MAX_GRID_YZ} grid rows; split the batch or use impl='ref'"
+        )
 
 
 def _bias_or_zeros(bias: torch.Tensor | None, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -481,8 +514,7 @@ def lrelu_grad_bias(
     if strides is None:
         grad = grad.contiguous()
         strides = _nsp_strides(grad)
-    if c * s >= 2**31:
-        raise ValueError(f"lrelu_grad_bias: one image of {c} x {s} elements exceeds 2**31 (int32 offsets)")
+    check_image_extent("lrelu_grad_bias", n, c, s)
     grad_in = torch.empty_like(out)
     grad_bias = torch.zeros(c, dtype=_compute_dtype(out), device=out.device)
     if out.numel():
@@ -528,6 +560,7 @@ def bias_act_pixel_norm_forward(
     """(pixel_norm(lrelu(x + bias)), rstd [N, H*W] (or [N]) in the compute dtype)."""
     x, channels_last = dense_layout(x)
     n, c, s = _geometry(x)
+    check_image_extent("bias_act_pixel_norm", n, c, s)
     out = torch.empty_like(x)
     rstd = torch.empty(rstd_shape(x), dtype=_compute_dtype(x), device=x.device)
     if x.numel():
@@ -566,11 +599,12 @@ def bias_act_pixel_norm_backward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_x in x's layout and dtype, grad_bias [C] fp32 (fp64 for fp64 x), summed deterministically)."""
     x, channels_last = dense_layout(x)
+    n, c, s = _geometry(x)
+    check_image_extent("bias_act_pixel_norm_backward", n, c, s)
     grad = grad.to(x.dtype)
     if grad.stride() != x.stride():
         fmt = torch.channels_last if channels_last and x.ndim == 4 else torch.contiguous_format
         grad = grad.contiguous(memory_format=fmt)
-    n, c, s = _geometry(x)
     grad_x = torch.empty_like(x, dtype=grad.dtype)
     grad_bias = torch.zeros(c, dtype=_compute_dtype(x), device=x.device)
     if x.numel():

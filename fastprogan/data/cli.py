@@ -25,7 +25,9 @@ def _create(args: argparse.Namespace) -> int:
             skip_bad=args.skip_bad,
             seed=args.seed,
             overwrite=args.overwrite,
-            progress=not args.no_progress,
+            # A bar only on a terminal: redirected to a file or a CI log, tqdm's carriage-return
+            # redraws would write one line per refresh.
+            progress=not args.no_progress and sys.stderr.isatty(),
         )
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -35,10 +37,11 @@ def _create(args: argparse.Namespace) -> int:
 
 def _info(args: argparse.Namespace) -> int:
     from fastprogan.data.errors import DatasetError
-    from fastprogan.data.shards import open_dataset
+    from fastprogan.data.shards import ShardedDataset, level_file_problems
 
     try:
-        ds = open_dataset(args.path)
+        # The manifest summary is useful even when a level file is damaged: report those below.
+        ds = ShardedDataset(args.path, check_files=False)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -58,19 +61,27 @@ def _info(args: argparse.Namespace) -> int:
     )
     print(f"size:        {total / 2**20:.1f} MiB")
     print(f"tool:        fastprogan {m.get('tool_version', '?')}")
-    return 0
+    print(
+        f"checksums:   {'per-image xxh3_64 at every level' if ds.has_checksums else 'none (run dataset verify --rehash)'}"
+    )
+    problems = level_file_problems(ds.path, m)
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    return 2 if problems else 0
 
 
 def _verify(args: argparse.Namespace) -> int:
     from fastprogan.data.shards import verify_dataset
 
-    problems = verify_dataset(args.path, deep=args.deep)
+    problems = verify_dataset(args.path, deep=args.deep, rehash=args.rehash)
     for p in problems:
         print(f"error: {p}", file=sys.stderr)
     if problems:
         print(f"verify failed: {len(problems)} problem(s) in {args.path}", file=sys.stderr)
         return 2
-    print(f"ok: {args.path}")
+    print(
+        f"ok: {args.path}" + (" (per-image xxh3_64 checksums written to the manifest)" if args.rehash else "")
+    )
     return 0
 
 
@@ -91,7 +102,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     c.add_argument("--skip-bad", action="store_true", help="skip and list bad files instead of failing")
     c.add_argument("--seed", type=int, default=0, help="seed of the fixed shuffled order")
     c.add_argument("--overwrite", action="store_true", help="replace OUT once the new dataset is complete")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (none anyway when stderr is not a terminal)",
+    )
     c.set_defaults(func=_create)
 
     i = sub.add_parser("info", help="print a dataset's manifest summary")
@@ -101,4 +116,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     v = sub.add_parser("verify", help="check shapes, checksums and manifest; exit 2 on any mismatch")
     v.add_argument("path")
     v.add_argument("--deep", action="store_true", help="also recompute every level from the top one")
+    v.add_argument(
+        "--rehash",
+        action="store_true",
+        help="once everything else checks out, (re)write every level's per-image xxh3_64 checksums "
+        "into the manifest (upgrades datasets made before the loader checked them)",
+    )
     v.set_defaults(func=_verify)

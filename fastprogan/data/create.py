@@ -2,7 +2,8 @@
 
 Layout of a finished dataset directory::
 
-    OUT/manifest.json     count, resolutions, channels, order, per-image name + sha256, options...
+    OUT/manifest.json     count, resolutions, channels, order, per-image name + sha256, per-level
+                          per-image xxh3_64 (checked by the loader), options...
     OUT/res_0004.npy      uint8 [N, C, 4, 4]
     ...
     OUT/res_RRRR.npy      uint8 [N, C, R, R]
@@ -28,13 +29,21 @@ from typing import Any
 import numpy as np
 
 import fastprogan
+from fastprogan.data.checksums import HASH_NAME, encode_hashes, level_hashes
 from fastprogan.data.decode import TRANSFORMS, decode_task
 from fastprogan.data.errors import DatasetError
 from fastprogan.data.pyramid import build_pyramid, resolutions_for
 from fastprogan.data.sources import Source
 
 FORMAT = "fastprogan-dataset"
-FORMAT_VERSION = 1
+# 2: every level's entry in "files" carries "xxh3_64", the per-image checksums the loader verifies
+# (version 1 datasets are upgraded in place by `fastprogan dataset verify --rehash`).
+FORMAT_VERSION = 2
+CHECKSUM_TEXT = (
+    "sha256 of each top-level image's uint8 [C, R, R] bytes; sha256 of each file; "
+    "xxh3_64 of each image's uint8 [C, r, r] bytes at every level (files[r].xxh3_64: 16 hex digits "
+    "per image, big-endian, in dataset order)"
+)
 MANIFEST = "manifest.json"
 PROGRESS = ".progress.json"
 CHUNK_BYTES = 32 << 20  # top-level bytes per chunk: bounds memory and the work lost on interruption
@@ -57,10 +66,15 @@ def sha256_file(path: Path, block: int = 8 << 20) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (a tmp file renamed over ``path``)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=1) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave the old file, not a half-written tmp
+        raise
 
 
 def _write_chunk(chunk_dir: Path, index: int, images: np.ndarray, record: dict) -> None:
@@ -69,7 +83,7 @@ def _write_chunk(chunk_dir: Path, index: int, images: np.ndarray, record: dict) 
     tmp = chunk_dir / f"chunk_{index:05d}.tmp.npy"
     np.save(tmp, images)
     os.replace(tmp, npy)
-    _write_json(chunk_dir / f"chunk_{index:05d}.json", record)
+    write_json(chunk_dir / f"chunk_{index:05d}.json", record)
 
 
 def _read_chunks(chunk_dir: Path) -> list[dict]:
@@ -92,7 +106,7 @@ def _prepare_partial(partial: Path, progress: dict, log: Callable[[str], None]) 
         log(f"discarding {partial}: it was started with other options or another source")
         shutil.rmtree(partial)
     (partial / "chunks").mkdir(parents=True)
-    _write_json(marker, progress)
+    write_json(marker, progress)
 
 
 def _decoded(
@@ -114,6 +128,9 @@ def _assemble(partial: Path, records: list[dict], resolution: int, channels: int
         )
         for r in resolutions_for(resolution)
     }
+    # Per-image xxh3_64 of every level, hashed from the in-memory pyramid as it is written (no second
+    # read of the files; a write that goes wrong on disk is then caught by the loader's check).
+    hashes = {r: np.empty(count, dtype=np.uint64) for r in levels}  # uint64 [N] per level
     step = max(1, PYRAMID_BYTES // (channels * resolution * resolution))
     start = 0
     for rec in records:
@@ -121,13 +138,19 @@ def _assemble(partial: Path, records: list[dict], resolution: int, channels: int
         for i in range(0, len(top), step):
             for r, level in build_pyramid(np.asarray(top[i : i + step])).items():
                 levels[r][start + i : start + i + len(level)] = level
+                hashes[r][start + i : start + i + len(level)] = level_hashes(level)
         start += len(top)
     files = {}
     for r, arr in levels.items():
         arr.flush()
         shape = list(arr.shape)
         del arr
-        files[str(r)] = {"path": level_filename(r), "shape": shape, "sha256": ""}
+        files[str(r)] = {
+            "path": level_filename(r),
+            "shape": shape,
+            "sha256": "",
+            HASH_NAME: encode_hashes(hashes[r]),
+        }
     levels.clear()
     for entry in files.values():
         entry["sha256"] = sha256_file(partial / entry["path"])
@@ -211,7 +234,7 @@ def create_dataset(
                     "shuffle_seed": seed,
                     "method": "source entries sorted by name, then numpy.random.default_rng(seed).permutation",
                 },
-                "checksum": "sha256 of each top-level image's uint8 [C, R, R] bytes; sha256 of each file",
+                "checksum": CHECKSUM_TEXT,
                 "source": {"path": str(src.path), "kind": src.kind, "entries": len(src)},
                 "options": options,
                 "files": _assemble(partial, records, resolution, channels),
@@ -219,7 +242,7 @@ def create_dataset(
                 "skipped": skipped,
                 "ignored": src.ignored,
             }
-            _write_json(partial / MANIFEST, manifest)
+            write_json(partial / MANIFEST, manifest)
         manifest = json.loads((partial / MANIFEST).read_text())
     finally:
         src.close()

@@ -15,6 +15,13 @@ another resolution or batch size: the new loader continues the same epoch permut
 one stopped (``ImageLoader(ds, 2 * res, new_batch, seed=seed, start=old.state_dict())``). With
 ``drop_last`` all ranks hold the same position, so rank 0's state restores every rank.
 
+Integrity. With ``verify`` (the default) every image is checked against the manifest's per-image
+xxh3_64 the first time this process reads it (the copy that goes into the batch is hashed), and
+remembered as checked on the dataset object, so later epochs, phases and loaders of the same opened
+dataset cost nothing. A corrupt image raises CorruptImageError naming its index and file; with
+``skip_bad`` it is replaced in its batch by a sound image of the same batch (the batch keeps its size
+and the stream its position), counted in ``skipped``, and reported once through ``log``.
+
 Workers. ``num_workers`` threads gather up to ``prefetch`` (default ``num_workers``) batches ahead
 (copying from the page cache releases the GIL). The batch contents depend only on (seed, position),
 never on the worker count. From a warm page cache ``num_workers=0`` is already several GB/s; threads
@@ -24,13 +31,18 @@ help when the data comes from disk or the training step leaves the CPU idle.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import torch
 
+from fastprogan.data.checksums import HASH_NAME, VerifiedLevel
+from fastprogan.data.create import level_filename
+from fastprogan.data.errors import CorruptImageError
 from fastprogan.data.shards import ShardedDataset, open_dataset
 
 STATE_VERSION = 1
@@ -55,6 +67,9 @@ class ImageLoader:
         drop_last: bool = True,
         start: dict[str, Any] | None = None,
         prefetch: int | None = None,
+        verify: bool = True,
+        skip_bad: bool = False,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         if not isinstance(dataset, ShardedDataset):
             dataset = open_dataset(dataset)
@@ -75,6 +90,13 @@ class ImageLoader:
             raise ValueError("pin_memory=True needs CUDA; pass None (auto) or False")
         self.pin_memory = cuda if pin_memory is None else bool(pin_memory)
         self._images = dataset.images(resolution)  # memory-mapped uint8 [N, C, R, R]
+        # Integrity (read path): the level's checksums and this process's checked/corrupt record.
+        self._verified: VerifiedLevel | None = dataset.verified(resolution) if verify else None
+        self.skip_bad = skip_bad
+        self.skipped = 0  # reads of corrupt images replaced in their batch (skip_bad)
+        self._log = log
+        self._skip_lock = threading.Lock()
+        self._pending_log: list[str] = []  # written by gather threads, logged from __next__
         n = dataset.num_images
         if drop_last:
             self.epoch_length = (n // world_size) // batch_size * batch_size
@@ -130,7 +152,70 @@ class ImageLoader:
             # Visit the file in ascending order (friendlier to readahead); each copy is one memcpy.
             for j in np.argsort(idx, kind="stable"):
                 dst[j] = self._images[idx[j]]
+        if self._verified is not None:
+            self._check(idx, dst)
         return out
+
+    def _check(self, idx: np.ndarray, dst: np.ndarray) -> None:
+        """Verify the images of this batch not yet checked in this process (dst [B, C, R, R] holds
+        the copies); raise on a corrupt one, or with skip_bad replace it by a sound one of the batch."""
+        level = self._verified
+        assert level is not None
+        # Only unchecked (0) and known-corrupt (2) entries need work: after one pass over the level,
+        # a batch costs this one vectorised lookup.
+        bad, new = [], []  # batch positions of corrupt images; dataset indices found corrupt just now
+        for j in np.flatnonzero(level.state[idx] != VerifiedLevel.SOUND):
+            i = int(idx[j])
+            if level.state[i] == VerifiedLevel.CORRUPT:
+                bad.append(j)
+                continue
+            sound, newly = level.check(i, dst[j])
+            if not sound:
+                bad.append(j)
+                if newly:
+                    new.append(i)
+        if not bad:
+            return
+        file = self.dataset.path / level_filename(self.resolution)
+        if not self.skip_bad:
+            i = int(idx[bad[0]])
+            raise CorruptImageError(
+                f"{file}: image {i} does not match its {HASH_NAME} checksum in the manifest (the pixel "
+                f"data was modified or damaged); check the dataset with `fastprogan dataset verify "
+                f"{self.dataset.path}` and rebuild it, or pass --skip-bad to train without such images",
+                index=i,
+                file=file,
+            )
+        good = np.setdiff1d(np.arange(len(idx)), bad)
+        if len(good) == 0:
+            raise CorruptImageError(
+                f"{file}: every image of a batch is corrupt ({', '.join(str(int(idx[j])) for j in bad)}); "
+                f"check the dataset with `fastprogan dataset verify {self.dataset.path}` and rebuild it",
+                index=int(idx[bad[0]]),
+                file=file,
+            )
+        for j in bad:
+            # The nearest sound image before it in the batch (else after): deterministic for the data.
+            before = good[good < j]
+            dst[j] = dst[before[-1] if len(before) else good[0]]
+        with self._skip_lock:
+            self.skipped += len(bad)
+            total = len(level.corrupt)
+            self._pending_log += [
+                f"skipped corrupt image {i} of {file} ({HASH_NAME} mismatch; --skip-bad): "
+                f"{total} corrupt image(s) at {self.resolution}px so far, {self.skipped} read(s) replaced"
+                for i in new
+            ]
+
+    def _flush_log(self) -> None:
+        """Log the skip messages of the gather threads from the caller's thread (once each)."""
+        if not self._pending_log:
+            return
+        with self._skip_lock:
+            messages, self._pending_log = self._pending_log, []
+        if self._log is not None:
+            for message in messages:
+                self._log(message)
 
     def _fill(self) -> None:
         assert self._pool is not None
@@ -155,6 +240,7 @@ class ImageLoader:
             batch = future.result()
             self._fill()
         self.epoch, self.offset = epoch, offset
+        self._flush_log()
         return batch
 
     def state_dict(self) -> dict[str, Any]:

@@ -40,7 +40,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics", default=DEFAULT_METRICS, help=f"comma-separated subset of {DEFAULT_METRICS}")
     p.add_argument("--num-images", type=int, default=16384, help="images per set for SWD and FID")
     p.add_argument("--num-pairs", type=int, default=10000, help="pairs of generated images for MS-SSIM")
-    p.add_argument("--out", default=None, help="JSON output (default: <checkpoint>-metrics.json)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="JSON output (default: <checkpoint file>-metrics.json, beside the checkpoint: inside the run dir)",
+    )
     p.add_argument("--inception", default=None, help="Inception feature extractor: TorchScript file for FID")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -61,9 +65,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import warnings
+
     import torch
 
     from fastprogan.metrics.evaluate import evaluate
+    from fastprogan.metrics.fid import FIDSkippedWarning
     from fastprogan.training.checkpoint import load_generator
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -73,30 +80,39 @@ def _run(args: argparse.Namespace) -> int:
     probe = generate_fn(1, torch.Generator().manual_seed(0))  # [1, C, R, R]: the evaluation resolution
     resolution = int(probe.shape[-1])
     images = load_reals(args.data, resolution)
-    results = evaluate(
-        generate_fn,
-        iterate_reals(images, args.batch_size, args.seed, resolution),
-        metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
-        num_images=args.num_images,
-        num_pairs=args.num_pairs,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device,
-        inception=args.inception,
-        swd_floor=not args.no_floor,
-        progress=sys.stderr.isatty(),
-    )
+    with warnings.catch_warnings():
+        # The table's FID row says why FID was skipped; the warning would print the same line again.
+        warnings.simplefilter("ignore", FIDSkippedWarning)
+        results = evaluate(
+            generate_fn,
+            iterate_reals(images, args.batch_size, args.seed, resolution),
+            metrics=[m.strip() for m in args.metrics.split(",") if m.strip()],
+            num_images=args.num_images,
+            num_pairs=args.num_pairs,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+            inception=args.inception,
+            swd_floor=not args.no_floor,
+            progress=sys.stderr.isatty(),
+        )
     results.update(checkpoint=str(args.checkpoint), data=str(args.data), resolution=resolution)
     results["generator"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(args.checkpoint).with_name(Path(args.checkpoint).stem + "-metrics.json")
-    )
+    out = Path(args.out) if args.out else default_output(args.checkpoint, meta)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(format_table(results))
     print(f"wrote {out}")
     return 0
+
+
+def default_output(checkpoint: str, meta: dict[str, Any]) -> Path:
+    """Where ``metrics`` writes its JSON without ``--out``: ``<file stem>-metrics.json`` beside the
+    checkpoint file that was read, so ``--checkpoint RUNDIR`` writes inside RUNDIR (named after its
+    newest checkpoint), not next to the run directory."""
+    read = Path(meta.get("path") or checkpoint)
+    if read.is_dir():  # a loader that did not report the file it read
+        return read / "metrics.json"
+    return read.with_name(read.stem + "-metrics.json")
 
 
 def make_generate_fn(

@@ -17,6 +17,7 @@ import torch
 from fastprogan.metrics.convert import to_uint8
 from fastprogan.metrics.fid import (
     SKIP_MESSAGE,
+    FIDSkippedWarning,
     GaussianFit,
     InceptionFeatures,
     frechet_distance,
@@ -71,7 +72,7 @@ def evaluate(
         if extractor is None:
             result["fid"] = None
             result["fid_skipped"] = skip
-            warnings.warn(skip, stacklevel=2)
+            warnings.warn(skip, FIDSkippedWarning, stacklevel=2)
     fit_real = GaussianFit() if extractor is not None else None
     fit_fake = GaussianFit() if extractor is not None else None
 

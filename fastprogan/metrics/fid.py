@@ -29,6 +29,16 @@ from fastprogan.metrics.convert import tile_rgb
 
 FEATURE_DIM = 2048
 SKIP_MESSAGE = "FID skipped: no Inception weights; pass --inception PATH"
+
+
+class FIDSkippedWarning(UserWarning):
+    """Warned by ``evaluate()`` when FID is requested but no Inception weights are found.
+
+    Its own class so that a caller which reports the skip itself (the ``metrics`` command prints it in
+    the table's FID row) can silence exactly this warning.
+    """
+
+
 TORCHSCRIPT_NAME = "inception-2015-12-05.pt"
 PYTORCH_FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 

@@ -9,8 +9,10 @@ layout); any other view (slices, transposes) is copied to NCHW once before the k
 (dense layers) too.
 
 Dtypes: activations fp32, fp16, bf16 (fp64 on CPU under the interpreter, for gradcheck; on CUDA fp64
-runs the reference). Math in fp32, output in x's dtype. The bias may be fp32 with half-precision x
-(parameters stay fp32): it is cast inside the kernel. Under ``torch.autocast`` nothing is cast for these
+runs the reference). Math in fp32, output in x's dtype, except that ``x + b`` is first rounded to
+x's dtype as the reference computes it: an fp16 sum beyond 65504 is +-inf on both paths (and NaN
+after pixel norm), so the training NaN guard sees the overflow (docs/kernels.md, "Overflow").
+The bias may be fp32 with half-precision x (parameters stay fp32): it is cast inside the kernel. Under ``torch.autocast`` nothing is cast for these
 custom ops (autocast has no rule for them); they accept the fp32 parameters with the autocast
 activation dtype and return that dtype, which is what the precision policy asks for.
 

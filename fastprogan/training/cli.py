@@ -41,6 +41,8 @@ _FLAG_FIELDS = {
     "metrics_images": "metrics_images",
     "num_workers": "num_workers",
     "cpu_threads": "cpu_threads",
+    "verify_data": "verify_data",
+    "skip_bad": "skip_bad",
 }
 
 
@@ -79,6 +81,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("--batch", help="preset (default) or auto: the largest per-GPU batch that fits (CUDA)")
     h.add_argument("--num-workers", type=int, help="data loader threads")
     h.add_argument("--cpu-threads", type=int, help="torch threads when training on CPU (0: torch default)")
+    h.add_argument(
+        "--verify-data",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="check each image against its checksum in the manifest when first read (default: on)",
+    )
+    h.add_argument(
+        "--skip-bad",
+        action="store_true",
+        default=None,
+        help="skip corrupt images (logged, counted) instead of stopping",
+    )
     s = p.add_argument_group("snapshots, feedback, metrics")
     s.add_argument("--snapshot-kimg", type=float, help="also checkpoint every N kimg")
     s.add_argument("--snapshot-ticks", type=int, help="checkpoint every N ticks (official: 10; 0: off)")

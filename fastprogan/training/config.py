@@ -71,6 +71,10 @@ class TrainingConfig:
     impl: str = "auto"  # ops: auto (Triton on CUDA), ref (plain torch), triton (CPU: TRITON_INTERPRET=1)
     num_workers: int = 2
     cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0: torch's default
+    # Data integrity (docs/datasets.md): check each image's xxh3_64 against the manifest the first time
+    # the process reads it; a corrupt image stops the run, or with skip_bad is replaced and logged.
+    verify_data: bool = True
+    skip_bad: bool = False
     seed: int = 1000
     # Snapshots and feedback.
     snapshot_ticks: int = 10

@@ -54,6 +54,8 @@ RESUME_OVERRIDABLE = frozenset(
         "metrics_images",
         "num_workers",
         "cpu_threads",
+        "verify_data",
+        "skip_bad",
     }
 )
 
@@ -320,7 +322,12 @@ class Trainer:
             world_size=self.env.world_size,
             num_workers=self.config.num_workers,
             start=start,
+            **self._integrity(),
         )
+
+    def _integrity(self) -> dict:
+        """The loaders' data-integrity options (fastprogan.data.loader: verify, skip_bad, log)."""
+        return {"verify": self.config.verify_data, "skip_bad": self.config.skip_bad, "log": self.feedback_log}
 
     def _next_reals(self, phase: TrainingPhase) -> torch.Tensor:
         from fastprogan.data import fade_reals, prepare_reals
@@ -612,7 +619,9 @@ class Trainer:
     def _metric_reals(self, resolution: int, count: int) -> Iterator[torch.Tensor]:
         from fastprogan.data import ImageLoader
 
-        loader = ImageLoader(self.dataset, resolution, 64, seed=self.config.seed + 1, drop_last=False)
+        loader = ImageLoader(
+            self.dataset, resolution, 64, seed=self.config.seed + 1, drop_last=False, **self._integrity()
+        )
         try:
             yielded = 0
             while yielded < count:

@@ -88,3 +88,13 @@ def test_bad_resolution_exits_2_with_a_message(tmp_path, write_images, capsys):
     assert main(["dataset", "create", str(tmp_path / "src"), str(tmp_path / "ds"), "--resolution", "24"]) == 2
     err = capsys.readouterr().err
     assert "power of two" in err and "Traceback" not in err
+
+
+def test_create_draws_no_bar_when_stderr_is_not_a_terminal(tmp_path, write_images, capsys, monkeypatch):
+    write_images(tmp_path / "src", 3, size=(8, 8))
+    args = ["dataset", "create", str(tmp_path / "src"), str(tmp_path / "ds"), "--resolution", "8"]
+    assert main(args) == 0  # capsys: stderr is not a terminal
+    assert "decoding" not in capsys.readouterr().err
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert main([*args[:3], str(tmp_path / "ds2"), *args[4:]]) == 0
+    assert "decoding" in capsys.readouterr().err  # on a terminal the bar is drawn

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -122,24 +123,35 @@ def test_layouts_and_downsampling_of_reals() -> None:
         next(iterate_reals(images, batch_size=4, seed=0, resolution=32))
 
 
-def test_cli_metrics_command(monkeypatch, tmp_path, capsys) -> None:
+def _install_loader(monkeypatch, tmp_path, meta_path=None):
+    """A stand-in fastprogan.training.checkpoint.load_generator; returns the dict its calls land in."""
     G = TinyGenerator().eval()
     calls = {}
 
     def load_generator(path, device):
         calls["path"], calls["device"] = path, device
-        return G, {"lod": 0.0, "latent_size": 8, "resolution": 32}
+        meta = {"lod": 0.0, "latent_size": 8, "resolution": 32}
+        if meta_path is not None:
+            meta["path"] = str(meta_path)  # the file the real loader read (a run dir's newest)
+        return G, meta
 
     # The real loader is written elsewhere; install a stand-in package for the handler's lazy import.
     training = types.ModuleType("fastprogan.training")
     training.__path__ = []
     checkpoint = types.ModuleType("fastprogan.training.checkpoint")
     checkpoint.load_generator = load_generator
+    errors = types.ModuleType("fastprogan.training.errors")
+    errors.CheckpointError = type("CheckpointError", (Exception,), {})
     monkeypatch.setitem(sys.modules, "fastprogan.training", training)
     monkeypatch.setitem(sys.modules, "fastprogan.training.checkpoint", checkpoint)
+    monkeypatch.setitem(sys.modules, "fastprogan.training.errors", errors)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv("FASTPROGAN_INCEPTION", raising=False)
+    return calls
 
+
+def test_cli_metrics_command(monkeypatch, tmp_path, capsys) -> None:
+    calls = _install_loader(monkeypatch, tmp_path)
     data = tmp_path / "reals.npz"
     np.savez(data, images=random_reals(100, resolution=64).transpose(0, 2, 3, 1))  # NHWC, 2x the resolution
     out = tmp_path / "m.json"
@@ -148,12 +160,33 @@ def test_cli_metrics_command(monkeypatch, tmp_path, capsys) -> None:
     argv = ["metrics", "--checkpoint", str(tmp_path / "ckpt.pt"), "--data", str(data), "--num-images", "48"]
     argv += ["--num-pairs", "20"]
     argv += ["--batch-size", "16", "--out", str(out), "--device", "cpu", "--seed", "3"]
-    with pytest.warns(UserWarning, match="FID skipped"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert main(argv) == 0
+    # The table's FID row reports the skip; no warning repeats it.
+    assert not [w for w in caught if "FID skipped" in str(w.message)]
     assert calls == {"path": str(tmp_path / "ckpt.pt"), "device": "cpu"}
     result = json.loads(out.read_text())
     assert result["resolution"] == 32 and result["num_images"] == 48
     assert set(result["swd"]) == {"32", "16", "mean"} and "swd_real_floor" in result
     assert result["msssim_pairs"] == 20 and result["fid"] is None
-    printed = capsys.readouterr().out
-    assert "SWD x1e3 mean" in printed and "MS-SSIM" in printed and "FID skipped" in printed
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert "SWD x1e3 mean" in printed and "MS-SSIM" in printed
+    assert (captured.out + captured.err).count("FID skipped") == 1
+
+
+def test_cli_metrics_on_a_run_dir_writes_inside_it(monkeypatch, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    _install_loader(monkeypatch, tmp_path, meta_path=run / "checkpoint-000120.pt")
+    data = tmp_path / "reals.npy"
+    np.save(data, random_reals(40))
+    from fastprogan.cli import main
+
+    argv = ["metrics", "--checkpoint", str(run), "--data", str(data), "--metrics", "swd", "--no-floor"]
+    assert main([*argv, "--num-images", "16", "--batch-size", "16", "--device", "cpu"]) == 0
+    written = run / "checkpoint-000120-metrics.json"
+    assert json.loads(written.read_text())["num_images"] == 16
+    assert f"wrote {written}" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*-metrics.json"))  # nothing beside the run directory

@@ -69,20 +69,48 @@ def test_pyramid_matches_opencv() -> None:
     np.testing.assert_allclose(pyr_down(images[1:2].float())[0].permute(1, 2, 0).numpy(), gauss[1], atol=1e-4)
 
 
-def test_identical_sets_give_zero_and_distance_is_symmetric() -> None:
+def test_a_set_against_itself_is_zero_and_distance_is_symmetric() -> None:
     images = sample_batch(32)
     gen = torch.Generator().manual_seed(1)
     noise = torch.randint(0, 256, (4, 3, 32, 32), generator=gen, dtype=torch.uint8)
-    same = sliced_wasserstein_distance(images, images.clone(), seed=3)
-    assert set(same) == {"32", "16", "mean"}
-    assert all(v == 0.0 for v in same.values())
     swd = SlicedWassersteinDistance(seed=3)
     swd.add("a", images)
     swd.add("b", noise)
-    assert swd.compute("a", "a")["mean"] == 0.0
+    same = swd.compute("a", "a")  # the reals-vs-same-reals row reuses the set's own descriptors
+    assert set(same) == {"32", "16", "mean"}
+    assert all(v == 0.0 for v in same.values())
     ab, ba = swd.compute("a", "b"), swd.compute("b", "a")
     assert ab == pytest.approx(ba, rel=1e-6)
     assert ab["mean"] > 0
+
+
+def test_positions_are_drawn_independently_per_set() -> None:
+    # The same images fed as reals and as fakes: with one shared sequence of centres the descriptors
+    # (and so SWD) would be identical; the protocol draws each set's positions independently.
+    images = sample_batch(32)
+    swd = SlicedWassersteinDistance(seed=3)
+    swd.add_reals(images)
+    swd.add_fakes(images.clone())
+    for level_reals, level_fakes in zip(swd._levels["reals"], swd._levels["fakes"]):
+        assert not torch.equal(level_reals.descriptors(), level_fakes.descriptors())
+    copy = swd.compute("reals", "fakes")
+    assert all(v > 0 for v in copy.values())
+    # ...but only sampling noise apart: far below the distance to unrelated noise images.
+    noise = torch.randint(0, 256, images.shape, generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert copy["mean"] < 0.5 * sliced_wasserstein_distance(images, noise, seed=3)["mean"]
+
+
+def test_positions_do_not_depend_on_what_other_sets_hold() -> None:
+    # A set's centres come from (seed, its name) only: feeding other sets first changes nothing.
+    reals, fakes = sample_batch(32), torch.flip(sample_batch(32), dims=[3])
+    alone = SlicedWassersteinDistance(seed=4)
+    alone.add_reals(reals)
+    alone.add_fakes(fakes)
+    crowded = SlicedWassersteinDistance(seed=4)
+    crowded.add("reals_floor", fakes)
+    crowded.add_fakes(fakes)
+    crowded.add_reals(reals)
+    assert alone.compute() == crowded.compute()
 
 
 def test_grayscale_is_tiled_to_rgb() -> None:
@@ -166,8 +194,8 @@ def _reference_swd(reals: np.ndarray, fakes: np.ndarray, seed: int) -> dict[str,
             levels.append(down)
         return levels
 
-    def descriptors(x: np.ndarray) -> list[np.ndarray]:
-        gen = torch.Generator().manual_seed(_stable_seed("swd-nhoods", seed))
+    def descriptors(x: np.ndarray, name: str) -> list[np.ndarray]:
+        gen = torch.Generator().manual_seed(_stable_seed("swd-nhoods", seed, name))  # per-set positions
         out = []
         for level in pyramid(x):
             n, _, h, w = level.shape
@@ -186,7 +214,7 @@ def _reference_swd(reals: np.ndarray, fakes: np.ndarray, seed: int) -> dict[str,
             out.append(patches.reshape(len(patches), -1))
         return out
 
-    da, db = descriptors(reals), descriptors(fakes)
+    da, db = descriptors(reals, "reals"), descriptors(fakes, "fakes")
     result = {}
     for index, (a, b) in enumerate(zip(da, db)):
         gen = torch.Generator().manual_seed(_stable_seed("swd-dirs", seed, index))
@@ -215,4 +243,5 @@ def test_flat_images_give_finite_values() -> None:
     flat = torch.full((2, 3, 32, 32), 90, dtype=torch.uint8)
     result = sliced_wasserstein_distance(flat, sample_batch(32)[:2], seed=0)
     assert all(np.isfinite(v) for v in result.values())
+    # Every neighbourhood of a flat image is the same, wherever it is drawn: 0 between two copies.
     assert sliced_wasserstein_distance(flat, flat.clone())["mean"] == 0.0

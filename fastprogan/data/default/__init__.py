@@ -39,8 +39,9 @@ def materialize_default_dataset(
     out = Path(out_dir) / f"digits_r{resolution}_c{channels}"
     if out.exists():
         try:
-            open_dataset(out)
-            return out
+            if open_dataset(out).has_checksums:
+                return out
+            # Built before per-image checksums existed: rebuilding is cheaper than rehashing.
         except DatasetError:
             pass  # damaged or foreign: rebuild below, replacing it only once the new one is complete
     Path(out_dir).mkdir(parents=True, exist_ok=True)
