@@ -103,7 +103,7 @@ def _iteration(args: argparse.Namespace, resolution: int) -> Callable[[], None]:
     G_ema = make_ema(G)
     lod = float(config.resolution.bit_length() - resolution.bit_length())
     if args.fade:
-        lod -= 0.5
+        lod += 0.5  # halfway through the fade from resolution / 2
     reals = torch.zeros(n, channels, resolution, resolution, device=device)
 
     if args.api == "steps":
@@ -169,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--fmap-base", type=int, default=1024)
     p.add_argument("--fmap-max", type=int, default=8, help="channel widths do not change the count")
-    p.add_argument("--fade", action="store_true", help="count mid-fade (lod - 0.5) instead of stable")
+    p.add_argument(
+        "--fade", action="store_true", help="count mid-fade (halfway into each resolution) instead of stable"
+    )
     p.add_argument("--api", choices=("runner", "steps"), default="runner")
     p.add_argument(
         "--old-adam", choices=("default", "foreach"), default="default", help="--api steps on an old checkout"

@@ -146,3 +146,24 @@ def test_runner_recaptures_when_the_learning_rate_changes(fake_graphs):
     with pytest.raises(ValueError, match="do not match this phase's buffer"):
         runner.d_step(torch.zeros(2, 1, 8, 8))
     assert step.stats.d_count == 4 and step.stats.g_count == 4
+
+
+def test_cuda_graphs_setting_is_resolved_and_validated(default_dataset, tmp_path, capsys):
+    from fastprogan.cli import main
+    from fastprogan.training.graphs import resolve_cuda_graphs
+    from fastprogan.training.precision import PrecisionPolicy
+    from tests.training.helpers import tiny_cli_args
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    fp32 = PrecisionPolicy("fp32", "cuda", None, False, 1e-8)
+    bf16 = PrecisionPolicy("bf16", "cuda", torch.bfloat16, False, 1e-8)
+    assert resolve_cuda_graphs("auto", cuda, fp32)[0] and resolve_cuda_graphs("auto", cuda, bf16)[0]
+    assert not resolve_cuda_graphs("off", cuda, bf16)[0]
+    on, why = resolve_cuda_graphs("auto", cpu, fp32)
+    assert not on and "CUDA device" in why
+    args = ["train", "--out", str(tmp_path / "r"), *tiny_cli_args(default_dataset)]
+    assert main([*args, "--cuda-graphs", "on"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--cuda-graphs on: they need a CUDA device" in err[0]
+    assert main([*args, "--cuda-graphs", "sometimes"]) == 2
+    assert "cuda_graphs must be one of auto, on, off" in capsys.readouterr().err
