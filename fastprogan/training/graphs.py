@@ -71,6 +71,8 @@ def resolve_cuda_graphs(
         reason = f"they need a CUDA device, this run is on {device.type}"
     elif policy.use_loss_scaler:
         reason = "fp16's GradScaler reads its scale on the host every step (use bf16 or fp32 for graphs)"
+    elif not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+        reason = "this torch cannot capture draws from the trainer's own CUDA generator (needs torch >= 2.5)"
     elif world_size > 1 and _nccl_version() < NCCL_MIN_FOR_CAPTURE:
         reason = f"NCCL {_nccl_version()} cannot capture the gradient all-reduce (needs >= 2.9.6)"
     if reason is None:

@@ -148,7 +148,7 @@ def test_runner_recaptures_when_the_learning_rate_changes(fake_graphs):
     assert step.stats.d_count == 4 and step.stats.g_count == 4
 
 
-def test_cuda_graphs_setting_is_resolved_and_validated(default_dataset, tmp_path, capsys):
+def test_cuda_graphs_setting_is_resolved_and_validated(default_dataset, tmp_path, capsys, monkeypatch):
     from fastprogan.cli import main
     from fastprogan.training.graphs import resolve_cuda_graphs
     from fastprogan.training.precision import PrecisionPolicy
@@ -157,6 +157,10 @@ def test_cuda_graphs_setting_is_resolved_and_validated(default_dataset, tmp_path
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     fp32 = PrecisionPolicy("fp32", "cuda", None, False, 1e-8)
     bf16 = PrecisionPolicy("bf16", "cuda", torch.bfloat16, False, 1e-8)
+    monkeypatch.delattr(torch.cuda.CUDAGraph, "register_generator_state", raising=False)
+    on, why = resolve_cuda_graphs("auto", cuda, bf16)
+    assert not on and "torch >= 2.5" in why  # CUDA builds of torch >= 2.5 have it; this CPU build may not
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "register_generator_state", lambda self, g: None, raising=False)
     assert resolve_cuda_graphs("auto", cuda, fp32)[0] and resolve_cuda_graphs("auto", cuda, bf16)[0]
     assert not resolve_cuda_graphs("off", cuda, bf16)[0]
     on, why = resolve_cuda_graphs("auto", cpu, fp32)
