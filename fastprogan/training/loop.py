@@ -497,7 +497,7 @@ class Trainer:
                 phase = self.phase_at(self.nimg)
                 key = phase.lod_key
                 if self.prev_lod_key is not None and key != self.prev_lod_key:
-                    self._check_round(self._read_stats(reset=False), phase, None)
+                    self._check_pending_stats(phase)
                     self.checkpoint(self._phase_before(phase))  # end of a phase
                 if cfg.reset_opt_for_new_lod and key != self.prev_lod_key:
                     self._reset_optimizers()
@@ -510,7 +510,7 @@ class Trainer:
                 scale_before = self.scaler_D.get_scale() if self.policy.use_loss_scaler else None
                 self._train_round(phase)  # statistics stay on the device until the tick
                 if scale_before is not None:  # fp16: the GradScaler syncs anyway; check every round
-                    self._check_round(self._read_stats(reset=False), phase, scale_before)
+                    self._check_fp16_round(phase, scale_before)
                 self.feedback.advance(self.nimg / 1000)
 
                 done = self.nimg >= total_nimg
@@ -525,8 +525,7 @@ class Trainer:
                     now = time.time()
                     sec_per_tick = now - tick_time
                     tick_kimg = (self.nimg - self.tick_start_nimg) / 1000
-                    means = self._read_stats()  # the one host read of the tick's statistics
-                    self._check_round(means, phase, None)
+                    means = self._tick_stats(phase)  # the one host read of the tick's statistics
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     stats = {
@@ -593,7 +592,7 @@ class Trainer:
             runner.g_step()
 
     def _read_stats(self, *, reset: bool = True) -> dict[str, float]:
-        """Mean statistics since the last reset, averaged over ranks: the one host read per tick."""
+        """Mean statistics since the last reset, averaged over ranks (one host read)."""
         stats = self._step_stats()
         if stats.empty:
             return {}
@@ -601,6 +600,30 @@ class Trainer:
         if reset:
             stats.reset()
         return dict(zip(stats.names, means, strict=True))
+
+    def _tick_stats(self, phase: TrainingPhase) -> dict[str, float]:
+        """The tick's mean statistics; stops on a non-finite one (fp16: checked per round instead)."""
+        if self.policy.use_loss_scaler:
+            rounds = getattr(self, "_fp16_rounds", [])
+            self._fp16_rounds = []
+            names = sorted({k for r in rounds for k in r})
+            return {k: sum(r[k] for r in rounds) / len(rounds) for k in names}
+        means = self._read_stats()
+        self._check_round(means, phase, None)
+        return means
+
+    def _check_pending_stats(self, phase: TrainingPhase) -> None:
+        """Before a checkpoint between ticks: stop if a statistic since the last tick is non-finite."""
+        if not self.policy.use_loss_scaler:
+            self._check_round(self._read_stats(reset=False), phase, None)
+
+    def _check_fp16_round(self, phase: TrainingPhase, scale_before: float) -> None:
+        """fp16: this round's statistics (a loss-scale overflow is not an error), kept for the tick."""
+        stats = self._read_stats()
+        self._check_round(stats, phase, scale_before)
+        if not hasattr(self, "_fp16_rounds"):
+            self._fp16_rounds = []
+        self._fp16_rounds.append(stats)
 
     def _check_round(self, stats: dict[str, float], phase: TrainingPhase, scale_before: float | None) -> None:
         bad = [k for k, v in stats.items() if not math.isfinite(v)]
