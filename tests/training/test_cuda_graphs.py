@@ -64,7 +64,7 @@ def test_graph_replay_matches_eager(lod, alpha):
 
 
 def test_resume_mid_phase_graphs_on_equals_graphs_off(default_dataset, tmp_path):
-    settings = dict(total_kimg=0.384, snapshot_ticks=1, num_workers=0)
+    settings = dict(total_kimg=0.384, snapshot_ticks=1, num_workers=0, precision="fp32")
     off = tmp_path / "off"
     Trainer(
         off, tiny_config(default_dataset, **settings, cuda_graphs="off"), device="cuda", progress=False
