@@ -520,12 +520,14 @@ class Trainer:
                     self.snapshot_index = self.nimg // round(period * 1000)
                     kimg_snapshot = True
                 if self.nimg >= self.tick_start_nimg + phase.tick_kimg * 1000 or done:
+                    # The one host read of the tick's statistics; it also waits for the tick's GPU work,
+                    # so sec_per_tick below is the real time (nothing else syncs within a tick).
+                    means = self._tick_stats(phase)
                     t0 = time.time()
                     self.tick += 1
                     now = time.time()
                     sec_per_tick = now - tick_time
                     tick_kimg = (self.nimg - self.tick_start_nimg) / 1000
-                    means = self._tick_stats(phase)  # the one host read of the tick's statistics
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     stats = {
