@@ -143,9 +143,15 @@ def test_runner_recaptures_when_the_learning_rate_changes(fake_graphs):
         group["lr"] = 0.5
     step(reals)
     assert runner.captures == 3  # D re-captured with the new rate, G kept
+    # Each batch is copied into the one static buffer the captured steps read.
+    buffer = runner.static_reals.data_ptr()
+    new_reals = torch.rand(4, 1, 8, 8)
+    runner.d_step(new_reals)
+    assert torch.equal(runner.static_reals, new_reals) and runner.static_reals.data_ptr() == buffer
+    runner.g_step()
     with pytest.raises(ValueError, match="do not match this phase's buffer"):
         runner.d_step(torch.zeros(2, 1, 8, 8))
-    assert step.stats.d_count == 4 and step.stats.g_count == 4
+    assert step.stats.d_count == 5 and step.stats.g_count == 5
 
 
 def test_cuda_graphs_setting_is_resolved_and_validated(default_dataset, tmp_path, capsys, monkeypatch):
