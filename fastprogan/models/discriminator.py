@@ -90,7 +90,9 @@ class Discriminator(nn.Module):
             nf(1), nf(0), mbstd_group_size=mbstd_group_size, impl=impl
         )
 
-    def level(self, images: torch.Tensor, lod: float | None = None, alpha: float | None = None) -> Level:
+    def level(
+        self, images: torch.Tensor, lod: float | None = None, alpha: float | torch.Tensor | None = None
+    ) -> Level:
         if images.ndim != 4 or images.shape[1] != self.num_channels or images.shape[2] != images.shape[3]:
             raise ValueError(f"images must be [N, {self.num_channels}, R, R], got {tuple(images.shape)}")
         res = int(images.shape[-1])
@@ -104,14 +106,14 @@ class Discriminator(nn.Module):
         return level
 
     def forward(
-        self, images: torch.Tensor, lod: float | None = None, *, alpha: float | None = None
+        self, images: torch.Tensor, lod: float | None = None, *, alpha: float | torch.Tensor | None = None
     ) -> torch.Tensor:
         level = self.level(images, lod, alpha)
         r = level.res_log2
         x = self.blocks[res_key(r)](self.fromrgb[res_key(r)](images))
         if level.fading:
             old = self.fromrgb[res_key(r - 1)](F.avg_pool2d(images, 2))
-            x = torch.lerp(old, x, level.alpha)
+            x = torch.lerp(old, x, level.fade_weight(x))
         if r == 2:
             return x
         for rr in range(r - 1, 1, -1):

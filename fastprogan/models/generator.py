@@ -108,7 +108,10 @@ class Generator(nn.Module):
             self.torgb[res_key(r)] = ToRGB(nf(r - 1), num_channels, impl=impl)
 
     def level(
-        self, lod: float | None = None, resolution: int | None = None, alpha: float | None = None
+        self,
+        lod: float | None = None,
+        resolution: int | None = None,
+        alpha: float | torch.Tensor | None = None,
     ) -> Level:
         return level_for(self.res_log2, lod, resolution, alpha)
 
@@ -118,7 +121,7 @@ class Generator(nn.Module):
         lod: float | None = None,
         *,
         resolution: int | None = None,
-        alpha: float | None = None,
+        alpha: float | torch.Tensor | None = None,
     ) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.latent_size:
             raise ValueError(f"z must be [N, {self.latent_size}], got {tuple(z.shape)}")
@@ -134,5 +137,5 @@ class Generator(nn.Module):
             old = F.interpolate(
                 self.torgb[res_key(level.res_log2 - 1)](x_prev), scale_factor=2, mode="nearest"
             )
-            img = torch.lerp(old, img, level.alpha)
+            img = torch.lerp(old, img, level.fade_weight(img))
         return img

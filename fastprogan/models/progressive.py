@@ -4,12 +4,18 @@
 For a given lod the active resolution is ``max_resolution / 2**floor(lod)`` and the new block's blend
 weight is ``alpha = 1 - frac(lod)`` (alpha 1: new block alone; alpha 0: the previous resolution's
 path). This is the official recursive network's behaviour, run natively at the active resolution.
+
+The fade weight may also be a 0-dim tensor (``alpha=`` with a resolution): a fade whose weight lives on
+the device, so a CUDA graph captured once per fade replays with the weight the trainer writes into that
+tensor each round. Its value is never read on the host; such a level always counts as fading.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+import torch
 
 
 def resolution_log2(resolution: int, *, name: str = "resolution") -> int:
@@ -27,7 +33,7 @@ class Level:
     """The active resolution (as log2) and the fade-in weight of its newest block."""
 
     res_log2: int
-    alpha: float
+    alpha: float | torch.Tensor  # a 0-dim device tensor: a fade whose weight the host never reads
 
     @property
     def resolution(self) -> int:
@@ -35,7 +41,13 @@ class Level:
 
     @property
     def fading(self) -> bool:
-        return self.alpha < 1.0
+        return isinstance(self.alpha, torch.Tensor) or self.alpha < 1.0
+
+    def fade_weight(self, like: torch.Tensor) -> float | torch.Tensor:
+        """alpha for ``torch.lerp(old, new, alpha)`` with tensors like ``like`` (a tensor alpha in its dtype)."""
+        if isinstance(self.alpha, torch.Tensor):
+            return self.alpha.to(like.dtype)
+        return self.alpha
 
 
 def level_for(
@@ -53,6 +65,14 @@ def level_for(
     res_log2 = max_res_log2 if resolution is None else resolution_log2(resolution)
     if res_log2 > max_res_log2:
         raise ValueError(f"resolution {1 << res_log2} exceeds the network's {1 << max_res_log2}")
+    if isinstance(alpha, torch.Tensor):  # a device-side fade weight: shape checks only, no value read
+        if alpha.ndim != 0 or not alpha.is_floating_point():
+            raise ValueError(
+                f"a tensor alpha must be a 0-dim float tensor, got {alpha.dtype} {tuple(alpha.shape)}"
+            )
+        if res_log2 == 2:
+            raise ValueError("a fade (tensor alpha) needs a previous resolution; 4x4 has none")
+        return Level(res_log2, alpha)
     a = 1.0 if alpha is None else float(alpha)
     if not 0.0 <= a <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")

@@ -4,7 +4,7 @@ All accept NCHW or channels_last inputs, run under ``torch.autocast`` (bf16/fp16
 parameters, and route their bias/activation/pixel-norm epilogue through one fused op.
 """
 
-from fastprogan.nn.equalized import EqualizedConv2d, EqualizedLayer, EqualizedLinear
+from fastprogan.nn.equalized import EqualizedConv2d, EqualizedLayer, EqualizedLinear, shared_scaled_weights
 from fastprogan.nn.layers import BiasAct, FromRGB, MinibatchStdDev, PixelNorm, ToRGB
 from fastprogan.nn.resample import ConvDownscale2d, UpscaleConv2d
 
@@ -19,4 +19,5 @@ __all__ = [
     "PixelNorm",
     "ToRGB",
     "UpscaleConv2d",
+    "shared_scaled_weights",
 ]

@@ -30,6 +30,7 @@ _FLAG_FIELDS = {
     "allow_tf32": "allow_tf32",
     "impl": "impl",
     "batch": "batch",
+    "cuda_graphs": "cuda_graphs",
     "loss": "loss",
     "mirror": "mirror",
     "snapshot_kimg": "snapshot_kimg",
@@ -79,6 +80,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     h.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=None)
     h.add_argument("--impl", help="ops: auto (Triton kernels on CUDA) | ref (plain torch) | triton (force)")
     h.add_argument("--batch", help="preset (default) or auto: the largest per-GPU batch that fits (CUDA)")
+    h.add_argument(
+        "--cuda-graphs",
+        help="replay each phase's D and G steps as CUDA graphs: auto (default: CUDA fp32/bf16; off for fp16) "
+        "| on | off",
+    )
     h.add_argument("--num-workers", type=int, help="data loader threads")
     h.add_argument("--cpu-threads", type=int, help="torch threads when training on CPU (0: torch default)")
     h.add_argument(

@@ -20,6 +20,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 IMPLS = ("auto", "ref", "triton")  # the networks' op implementations (fastprogan.ops impl=)
 LOSSES = ("wgan-gp", "lsgan")
 BATCH_MODES = ("preset", "auto")
+CUDA_GRAPH_MODES = ("auto", "on", "off")
 KNOWN_METRICS = ("swd", "msssim", "fid")
 
 # The official tick length (kimg) by resolution.
@@ -69,6 +70,7 @@ class TrainingConfig:
     precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
     allow_tf32: bool = False
     impl: str = "auto"  # ops: auto (Triton on CUDA), ref (plain torch), triton (CPU: TRITON_INTERPRET=1)
+    cuda_graphs: str = "auto"  # replay each phase's steps as CUDA graphs: auto (CUDA fp32/bf16), on, off
     num_workers: int = 2
     cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0: torch's default
     # Data integrity (docs/datasets.md): check each image's xxh3_64 against the manifest the first time
@@ -133,6 +135,10 @@ class TrainingConfig:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.cuda_graphs not in CUDA_GRAPH_MODES:
+            raise ConfigError(
+                f"cuda_graphs must be one of {', '.join(CUDA_GRAPH_MODES)}, got {self.cuda_graphs!r}"
+            )
         if self.batch not in BATCH_MODES:
             raise ConfigError(f"batch must be 'preset' or 'auto', got {self.batch!r}")
         bad = sorted(set(self.metrics) - set(KNOWN_METRICS))

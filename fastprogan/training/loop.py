@@ -10,8 +10,10 @@ Per round (the schedule is re-read every ``minibatch_repeats`` minibatches, as t
     tick bookkeeping: log line, stats, grids, checkpoints, metrics
 
 Randomness: every rank draws the latents and the penalty's mixing factors u for the GLOBAL minibatch
-from one shared CPU generator and keeps its own slice (rank r takes samples r, r + W, ...: the same
-samples the data loader gives rank r), so a W-process run sees the same numbers as a 1-process run.
+from one shared generator on the training device (inside the step, so CUDA graphs replay the draw; on
+CPU the same numbers as a CPU-side draw) and keeps its own slice (rank r takes samples r, r + W, ...:
+the same samples the data loader gives rank r), so a W-process run sees the same numbers as a 1-process
+run.
 Mirror coins come from a per-rank CPU generator. All generator states, the global RNGs and the data
 loader position are in every checkpoint; checkpoints are taken between rounds only, so a resumed run
 continues exactly where the interrupted one was.
@@ -30,14 +32,15 @@ import torch
 from fastprogan.training import checkpoint as ckpt
 from fastprogan.training import distributed as dist_utils
 from fastprogan.training.config import TrainingConfig
-from fastprogan.training.ema import make_ema, update_ema
+from fastprogan.training.ema import make_ema
 from fastprogan.training.errors import ConfigError, NonFiniteError
 from fastprogan.training.feedback import Feedback, peak_memory_gib, write_json
+from fastprogan.training.graphs import PhaseRunner, StepStats, resolve_cuda_graphs
 from fastprogan.training.images import render, save_grid
 from fastprogan.training.networks import build_discriminator, build_generator
 from fastprogan.training.precision import configure_tf32, resolve_precision
 from fastprogan.training.schedule import TrainingPhase, schedule_at
-from fastprogan.training.steps import StepContext, discriminator_step, generator_step
+from fastprogan.training.steps import StepContext, discriminator_step, generator_step, make_optimizer
 
 # Settings that may change when resuming (they do not change the training arithmetic).
 RESUME_OVERRIDABLE = frozenset(
@@ -56,6 +59,7 @@ RESUME_OVERRIDABLE = frozenset(
         "cpu_threads",
         "verify_data",
         "skip_bad",
+        "cuda_graphs",
     }
 )
 
@@ -179,8 +183,8 @@ class Trainer:
             **({"sync_grads": lambda m: sync(m, self.env)} if sync else {}),
         )
         self.generators = {
-            # Shared by all ranks: global-batch latents and mixing factors, sliced per rank.
-            "shared": torch.Generator().manual_seed(cfg.seed),
+            # Shared by all ranks: global-batch latents and mixing factors, drawn on the device, sliced per rank.
+            "shared": torch.Generator(device=self.device).manual_seed(cfg.seed),
             # Per rank: mirror coins.
             "mirror": torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7919 * (self.env.rank + 1)),
         }
@@ -206,15 +210,27 @@ class Trainer:
 
     # ---- setup helpers ------------------------------------------------------------------------
     def _make_optimizer(self, module: torch.nn.Module) -> torch.optim.Adam:
-        cfg = self.config
-        return torch.optim.Adam(
-            module.parameters(), lr=cfg.lr_base, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps
+        """Fused Adam (capturable when this run replays CUDA graphs): steps.make_optimizer."""
+        return make_optimizer(
+            module.parameters(), self.config, self.device, capturable=self._cuda_graphs()[0]
         )
 
+    def _cuda_graphs(self) -> tuple[bool, str]:
+        """(on?, the sentence for the log), decided once from --cuda-graphs, the device and precision."""
+        if getattr(self, "_graphs_decision", None) is None:
+            self._graphs_decision = resolve_cuda_graphs(
+                self.config.cuda_graphs, self.device, self.policy, self.env.world_size
+            )
+        return self._graphs_decision
+
     def _reset_optimizers(self) -> None:
-        """Forget both Adam states (moments and step counts), as the official trainer does per phase."""
+        """Forget both Adam states (moments and step counts), as the official trainer does per phase.
+
+        Captured graphs point at the old state tensors: the phase's runner is dropped, so the next round
+        warms up and captures again."""
         for opt in (self.opt_G, self.opt_D):
             opt.state.clear()
+        self._runner = None
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
@@ -338,17 +354,43 @@ class Trainer:
         )
         return fade_reals(reals, phase.alpha)  # [B, C, R, R] in [-1, 1]
 
-    def _draw_shared(self, phase: TrainingPhase) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latents [B, latent] and mixing factors [B, 1, 1, 1] for this rank, cut from the global draw."""
-        gen, n = self.generators["shared"], phase.minibatch
-        z = torch.randn(n, self.G.latent_size, generator=gen)  # [N_global, latent]
-        u = torch.rand(n, 1, 1, 1, generator=gen)  # [N_global, 1, 1, 1]
-        r, w = self.env.rank, self.env.world_size
-        return z[r::w].to(self.device), u[r::w].to(self.device)
+    def _phase_runner(self, phase: TrainingPhase) -> PhaseRunner:
+        """This phase's D/G step runner (graphs.py): made at a phase change, after an Adam reset and on
+        resume (each new runner warms up and captures its CUDA graphs again). It draws the latents and
+        mixing factors of the global minibatch from ``generators["shared"]`` on the device, inside the
+        steps, and keeps this rank's rows."""
+        key = (phase.lod_key, phase.minibatch)
+        runner = getattr(self, "_runner", None)
+        if runner is not None and self._runner_key == key:
+            return runner
+        on, why = self._cuda_graphs()
+        if not getattr(self, "_graphs_logged", False):  # first runner of this Trainer: say how it runs
+            self.feedback_log(why)
+            self._graphs_logged = True
+        per_rank = phase.minibatch // self.env.world_size
+        res = phase.resolution
+        self._runner = PhaseRunner(
+            self.ctx,
+            lod=phase.lod,
+            fading=phase.lod_key[0] != phase.lod_key[1],
+            minibatch=phase.minibatch,
+            reals_shape=(per_rank, self.num_channels, res, res),
+            generator=self.generators["shared"],
+            stats=self._step_stats(),
+            G_ema=self.G_ema if self.env.is_main else None,
+            ema_beta=self.config.ema_beta,
+            rank=self.env.rank,
+            world_size=self.env.world_size,
+            cuda_graphs=on,
+        )
+        self._runner_key = key
+        return self._runner
 
-    def _draw_latents(self, phase: TrainingPhase) -> torch.Tensor:
-        z = torch.randn(phase.minibatch, self.G.latent_size, generator=self.generators["shared"])
-        return z[self.env.rank :: self.env.world_size].to(self.device)
+    def _step_stats(self) -> StepStats:
+        """The device-side statistic sums of the current tick (one set per Trainer, zeroed per tick)."""
+        if getattr(self, "_stats", None) is None:
+            self._stats = StepStats(self.config, self.device)
+        return self._stats
 
     # ---- feedback -----------------------------------------------------------------------------
     def feedback_log(self, message: str) -> None:
@@ -467,14 +509,13 @@ class Trainer:
         ticks_left = stop_after_ticks
         tick_time = time.time()
         maintenance_s = 0.0
-        sums: dict[str, float] = {}
-        rounds = 0
         phase = self.phase_at(self.nimg)
         try:
             while self.nimg < total_nimg:
                 phase = self.phase_at(self.nimg)
                 key = phase.lod_key
                 if self.prev_lod_key is not None and key != self.prev_lod_key:
+                    self._check_pending_stats(phase)
                     self.checkpoint(self._phase_before(phase))  # end of a phase
                 if cfg.reset_opt_for_new_lod and key != self.prev_lod_key:
                     self._reset_optimizers()
@@ -485,11 +526,9 @@ class Trainer:
                         group["lr"] = phase.lr
 
                 scale_before = self.scaler_D.get_scale() if self.policy.use_loss_scaler else None
-                round_stats = self._train_round(phase)
-                self._check_round(round_stats, phase, scale_before)
-                for k, v in round_stats.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                rounds += 1
+                self._train_round(phase)  # statistics stay on the device until the tick
+                if scale_before is not None:  # fp16: the GradScaler syncs anyway; check every round
+                    self._check_fp16_round(phase, scale_before)
                 self.feedback.advance(self.nimg / 1000)
 
                 done = self.nimg >= total_nimg
@@ -499,12 +538,14 @@ class Trainer:
                     self.snapshot_index = self.nimg // round(period * 1000)
                     kimg_snapshot = True
                 if self.nimg >= self.tick_start_nimg + phase.tick_kimg * 1000 or done:
+                    # The one host read of the tick's statistics; it also waits for the tick's GPU work,
+                    # so sec_per_tick below is the real time (nothing else syncs within a tick).
+                    means = self._tick_stats(phase)
                     t0 = time.time()
                     self.tick += 1
                     now = time.time()
                     sec_per_tick = now - tick_time
                     tick_kimg = (self.nimg - self.tick_start_nimg) / 1000
-                    means = {k: v / max(rounds, 1) for k, v in sums.items()}
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     stats = {
@@ -533,7 +574,6 @@ class Trainer:
                     if self.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(self.device)
                     self.tick_start_nimg = self.nimg
-                    sums, rounds = {}, 0
                     tick_time = time.time()
                     maintenance_s = tick_time - t0
                     if ticks_left is not None:
@@ -559,25 +599,51 @@ class Trainer:
         back = max(self.nimg - 1, 0)
         return self.phase_at(back)
 
-    def _train_round(self, phase: TrainingPhase) -> dict[str, float]:
-        """``minibatch_repeats`` x (``d_repeats`` D steps + EMA, one G step); mean stats (floats)."""
+    def _train_round(self, phase: TrainingPhase) -> None:
+        """``minibatch_repeats`` x (``d_repeats`` D steps + EMA, one G step), eager or CUDA-graph replayed
+        (graphs.PhaseRunner). No host read: the statistics are summed on the device."""
         cfg = self.config
-        collected: dict[str, list[torch.Tensor]] = {}
+        runner = self._phase_runner(phase)
+        runner.set_alpha(phase.alpha)  # the fade weight of this round, written into the device tensor
         for _ in range(cfg.minibatch_repeats):
             for _ in range(cfg.d_repeats):
-                reals = self._next_reals(phase)
-                z, u = self._draw_shared(phase)
-                for k, v in discriminator_step(self.ctx, reals, z, u, phase.lod).items():
-                    collected.setdefault(k, []).append(v)
-                if self.env.is_main:
-                    update_ema(self.G_ema, self.G, cfg.ema_beta)
+                runner.d_step(self._next_reals(phase))
                 self.nimg += phase.minibatch
-            for k, v in generator_step(self.ctx, self._draw_latents(phase), phase.lod).items():
-                collected.setdefault(k, []).append(v)
-        names = sorted(collected)
-        means = torch.stack([torch.stack(collected[k]).mean() for k in names])  # [K], one sync per round
-        means = dist_utils.all_reduce_mean(means, self.env)
-        return dict(zip(names, means.tolist(), strict=True))
+            runner.g_step()
+
+    def _read_stats(self, *, reset: bool = True) -> dict[str, float]:
+        """Mean statistics since the last reset, averaged over ranks (one host read)."""
+        stats = self._step_stats()
+        if stats.empty:
+            return {}
+        means = dist_utils.all_reduce_mean(stats.means(), self.env).tolist()  # [K]
+        if reset:
+            stats.reset()
+        return dict(zip(stats.names, means, strict=True))
+
+    def _tick_stats(self, phase: TrainingPhase) -> dict[str, float]:
+        """The tick's mean statistics; stops on a non-finite one (fp16: checked per round instead)."""
+        if self.policy.use_loss_scaler:
+            rounds = getattr(self, "_fp16_rounds", [])
+            self._fp16_rounds = []
+            names = sorted({k for r in rounds for k in r})
+            return {k: sum(r[k] for r in rounds) / len(rounds) for k in names}
+        means = self._read_stats()
+        self._check_round(means, phase, None)
+        return means
+
+    def _check_pending_stats(self, phase: TrainingPhase) -> None:
+        """Before a checkpoint between ticks: stop if a statistic since the last tick is non-finite."""
+        if not self.policy.use_loss_scaler:
+            self._check_round(self._read_stats(reset=False), phase, None)
+
+    def _check_fp16_round(self, phase: TrainingPhase, scale_before: float) -> None:
+        """fp16: this round's statistics (a loss-scale overflow is not an error), kept for the tick."""
+        stats = self._read_stats()
+        self._check_round(stats, phase, scale_before)
+        if not hasattr(self, "_fp16_rounds"):
+            self._fp16_rounds = []
+        self._fp16_rounds.append(stats)
 
     def _check_round(self, stats: dict[str, float], phase: TrainingPhase, scale_before: float | None) -> None:
         bad = [k for k, v in stats.items() if not math.isfinite(v)]
