@@ -18,7 +18,7 @@ from fastprogan.training.config import TrainingConfig
 from fastprogan.training.ema import make_ema, update_ema
 from fastprogan.training.networks import build_discriminator, build_generator
 from fastprogan.training.precision import resolve_precision
-from fastprogan.training.steps import StepContext, discriminator_step, generator_step
+from fastprogan.training.steps import StepContext, discriminator_step, generator_step, make_optimizer
 
 
 @dataclass(frozen=True)
@@ -99,3 +99,34 @@ def make_train_iteration(
     latents = torch.randn(n, G.latent_size, device=setup.device)
     u = torch.rand(n, 1, 1, 1, device=setup.device)
     return TrainIteration(ctx, G, G_ema, reals, latents, u, config.ema_beta)
+
+
+def make_trainer_iteration(setup: TrainSetup, *, impl: str, cuda_graphs: bool) -> Callable[[], None]:
+    """The trainer's own iteration (:func:`fastprogan.training.graphs.build_training_iteration`): the
+    capture-safe steps with latents and mixing factors drawn on the device, fused Adam, device-side
+    statistics; ``cuda_graphs=True`` warms up, captures the D and G steps once and replays them."""
+    from fastprogan.training.graphs import build_training_iteration
+
+    config = TrainingConfig.from_preset(
+        PRESET,
+        resolution=setup.resolution,
+        fmap_base=setup.fmap_base,
+        fmap_max=setup.fmap_max,
+        impl=impl,
+        precision=setup.precision,
+        seed=setup.seed,
+    )
+    policy = resolve_precision(setup.precision, setup.device)
+    torch.manual_seed(setup.seed)
+    G = build_generator(config, setup.channels, policy.pixelnorm_eps).to(setup.device)
+    D = build_discriminator(config, setup.channels).to(setup.device)
+    G_ema = make_ema(G)
+    opt_G, opt_D = (
+        make_optimizer(m.parameters(), config, setup.device, capturable=cuda_graphs) for m in (G, D)
+    )
+    step = build_training_iteration(
+        G, D, opt_G, opt_D, policy, config, 0.0, minibatch=setup.batch, G_ema=G_ema, cuda_graphs=cuda_graphs
+    )
+    n, r = setup.batch, setup.resolution
+    reals = torch.rand(n, setup.channels, r, r, device=setup.device) * 2 - 1  # [N, C, R, R]
+    return lambda: step(reals)

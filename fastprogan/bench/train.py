@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 
 from fastprogan.bench import timing
-from fastprogan.bench.adapter import TrainSetup, make_train_iteration
+from fastprogan.bench.adapter import TrainSetup, make_train_iteration, make_trainer_iteration
 from fastprogan.bench.registry import Registry
 from fastprogan.bench.runner import Session, Skipped, Task, attempt, spread
 from fastprogan.bench.shapes import QUICK_BATCH, QUICK_CHANNELS, batch_for, resolutions
@@ -51,6 +51,22 @@ def _eager_ref(setup: TrainSetup, session: Session) -> tuple[Callable[[], None],
 @TRAIN_PROVIDERS.register("fastprogan", "impl='auto': Triton epilogues on CUDA, fused resampling convs")
 def _fastprogan(setup: TrainSetup, session: Session) -> tuple[Callable[[], None], str]:
     return make_train_iteration(setup, impl="auto"), "impl=auto"
+
+
+@TRAIN_PROVIDERS.register(
+    "eager", "the trainer's capture-safe step (impl='auto', fused Adam, device-side draws), no graphs"
+)
+def _eager(setup: TrainSetup, session: Session) -> tuple[Callable[[], None], str]:
+    return make_trainer_iteration(setup, impl="auto", cuda_graphs=False), "impl=auto; --cuda-graphs off"
+
+
+@TRAIN_PROVIDERS.register("graphs", "the trainer's step replayed as CUDA graphs (--cuda-graphs on)")
+def _graphs(setup: TrainSetup, session: Session) -> tuple[Callable[[], None], str]:
+    if not session.cuda:
+        raise Skipped("CUDA graphs need a CUDA device")
+    if setup.precision == "fp16":
+        raise Skipped("fp16's GradScaler step is not capture-safe (--cuda-graphs auto keeps it eager)")
+    return make_trainer_iteration(setup, impl="auto", cuda_graphs=True), "impl=auto; --cuda-graphs on"
 
 
 @TRAIN_PROVIDERS.register(
