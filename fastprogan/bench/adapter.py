@@ -54,17 +54,8 @@ class TrainIteration:
         update_ema(self.G_ema, self.G, self.beta)
 
 
-def make_train_iteration(
-    setup: TrainSetup,
-    *,
-    impl: str,
-    wrap_generator: Callable[[nn.Module], nn.Module] | None = None,
-    wrap_discriminator: Callable[[nn.Module], nn.Module] | None = None,
-) -> TrainIteration:
-    """Build G, D, G_ema, optimisers and inputs for ``setup`` with ops ``impl`` (auto | ref | triton).
-
-    ``wrap_*`` replace the module the steps call (e.g. torch.compile); parameters stay the plain module's.
-    """
+def _networks(setup: TrainSetup, impl: str):
+    """Config, precision policy, G, D and G_ema for ``setup`` with ops ``impl`` (seeded)."""
     config = TrainingConfig.from_preset(
         PRESET,
         resolution=setup.resolution,
@@ -78,7 +69,26 @@ def make_train_iteration(
     torch.manual_seed(setup.seed)
     G = build_generator(config, setup.channels, policy.pixelnorm_eps).to(setup.device)
     D = build_discriminator(config, setup.channels).to(setup.device)
-    G_ema = make_ema(G)
+    return config, policy, G, D, make_ema(G)
+
+
+def _reals(setup: TrainSetup) -> torch.Tensor:
+    n, r = setup.batch, setup.resolution
+    return torch.rand(n, setup.channels, r, r, device=setup.device) * 2 - 1  # [N, C, R, R]
+
+
+def make_train_iteration(
+    setup: TrainSetup,
+    *,
+    impl: str,
+    wrap_generator: Callable[[nn.Module], nn.Module] | None = None,
+    wrap_discriminator: Callable[[nn.Module], nn.Module] | None = None,
+) -> TrainIteration:
+    """Build G, D, G_ema, optimisers and inputs for ``setup`` with ops ``impl`` (auto | ref | triton).
+
+    ``wrap_*`` replace the module the steps call (e.g. torch.compile); parameters stay the plain module's.
+    """
+    config, policy, G, D, G_ema = _networks(setup, impl)
 
     def adam(module: nn.Module) -> torch.optim.Adam:
         betas = (config.adam_beta1, config.adam_beta2)
@@ -94,10 +104,9 @@ def make_train_iteration(
         policy,
         config,
     )
-    n, r = setup.batch, setup.resolution
-    reals = torch.rand(n, setup.channels, r, r, device=setup.device) * 2 - 1
-    latents = torch.randn(n, G.latent_size, device=setup.device)
-    u = torch.rand(n, 1, 1, 1, device=setup.device)
+    reals = _reals(setup)
+    latents = torch.randn(setup.batch, G.latent_size, device=setup.device)
+    u = torch.rand(setup.batch, 1, 1, 1, device=setup.device)
     return TrainIteration(ctx, G, G_ema, reals, latents, u, config.ema_beta)
 
 
@@ -107,26 +116,12 @@ def make_trainer_iteration(setup: TrainSetup, *, impl: str, cuda_graphs: bool) -
     statistics; ``cuda_graphs=True`` warms up, captures the D and G steps once and replays them."""
     from fastprogan.training.graphs import build_training_iteration
 
-    config = TrainingConfig.from_preset(
-        PRESET,
-        resolution=setup.resolution,
-        fmap_base=setup.fmap_base,
-        fmap_max=setup.fmap_max,
-        impl=impl,
-        precision=setup.precision,
-        seed=setup.seed,
-    )
-    policy = resolve_precision(setup.precision, setup.device)
-    torch.manual_seed(setup.seed)
-    G = build_generator(config, setup.channels, policy.pixelnorm_eps).to(setup.device)
-    D = build_discriminator(config, setup.channels).to(setup.device)
-    G_ema = make_ema(G)
+    config, policy, G, D, G_ema = _networks(setup, impl)
     opt_G, opt_D = (
         make_optimizer(m.parameters(), config, setup.device, capturable=cuda_graphs) for m in (G, D)
     )
     step = build_training_iteration(
         G, D, opt_G, opt_D, policy, config, 0.0, minibatch=setup.batch, G_ema=G_ema, cuda_graphs=cuda_graphs
     )
-    n, r = setup.batch, setup.resolution
-    reals = torch.rand(n, setup.channels, r, r, device=setup.device) * 2 - 1  # [N, C, R, R]
+    reals = _reals(setup)
     return lambda: step(reals)
