@@ -36,8 +36,8 @@ def run_generate(args: argparse.Namespace) -> int:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available")
-        path = resolve_resume(args.checkpoint, Path(args.checkpoint).parent)
-        G, meta = load_generator(path, device)
+        path = resolve_resume(args.checkpoint, Path(args.checkpoint).parent, what="--checkpoint")
+        G, meta = load_generator(path, device, what="--checkpoint")
         lod = meta["lod"] if args.lod is None else args.lod
         max_lod = G.res_log2 - 2
         if not 0 <= lod <= max_lod:
