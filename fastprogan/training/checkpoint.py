@@ -34,6 +34,8 @@ import os
 import pickle
 import random
 import re
+import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +189,7 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, nimg: int
     directory = Path(run_dir)
     final = directory / checkpoint_name(nimg)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    payload = {"format": FORMAT, "version": VERSION, **state}
+    payload = _canonical({"format": FORMAT, "version": VERSION, **state})
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -209,6 +211,27 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, nimg: int
     _fsync_dir(directory)
     prune_checkpoints(directory, nimg, keep)
     return final
+
+
+def _canonical(obj: Any) -> Any:
+    """A copy of ``obj`` whose pickle bytes depend only on its values: fresh containers (nothing
+    shared) and interned strings (equal strings are one object). Pickle memoizes by object identity,
+    so without this a resumed run (strings from torch.load) and an uninterrupted one (interned
+    literals) write different bytes for equal checkpoints."""
+    if isinstance(obj, dict):
+        kind = OrderedDict if isinstance(obj, OrderedDict) else dict  # state dicts are OrderedDicts
+        out = kind((_canonical(k), _canonical(v)) for k, v in obj.items())
+        metadata = getattr(obj, "_metadata", None)  # nn.Module.state_dict()'s per-module versions
+        if metadata is not None:
+            out._metadata = _canonical(metadata)
+        return out
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    if type(obj) is str:
+        return sys.intern(obj)
+    return obj
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, nimg: int, keep: int) -> list[Path]:

@@ -689,6 +689,9 @@ class Trainer:
                         "peak_mem_gib": peak_memory_gib(self.device.type),
                         **means,
                     }
+                    # Before the checkpoint, so it stores the NEXT tick's start (a resumed run then
+                    # ticks where the uninterrupted one does).
+                    self.tick_start_nimg = self.nimg
                     self.feedback.tick(stats)
                     self._check_weights(phase)
                     snap = cfg.snapshot_ticks and self.tick % cfg.snapshot_ticks == 0
@@ -700,7 +703,6 @@ class Trainer:
                         self.run_metrics(phase)
                     if self.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(self.device)
-                    self.tick_start_nimg = self.nimg
                     sums, rounds = {}, 0
                     tick_time, timed_nimg = time.time(), self.nimg
                     maintenance_s = tick_time - t0
