@@ -333,7 +333,10 @@ def load_generator(
     from fastprogan.training.config import TrainingConfig
     from fastprogan.training.networks import build_generator
 
-    path = resolve_resume(str(path), path, what=what)
+    spec = str(path)
+    path = resolve_resume(spec, path, what=what)
+    if path is None:  # "auto" in a directory without checkpoints
+        raise CheckpointError(f"{what} {spec}: no checkpoint-*.pt found")
     state = load_checkpoint(path)
     meta = dict(state["meta"])
     config = TrainingConfig.from_dict(state["config"])
