@@ -149,7 +149,9 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
     for name, g in generators.items():
         g.set_state(state["generators"][name])
     if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+        # Per device; a job resumed on a node with fewer GPUs restores the ones it has.
+        for index, device_state in enumerate(state["torch_cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 # ---- writing ------------------------------------------------------------------------------------

@@ -426,9 +426,10 @@ class Trainer:
         found = probe_batch_size(
             lambda b: self._probe_step(b, phase), start=start, multiple=group, on_oom=torch.cuda.empty_cache
         )
-        # Every rank must use the same size: take the smallest.
+        # Every rank must use the same size: take the smallest; and the global batch must fit the dataset.
         if self.env.enabled:
             found = min(dist_utils.gather_objects(found, self.env))
+        found = max(1, min(found, self.dataset.num_images // self.env.world_size // group * group))
         self.auto_batch[phase.resolution] = found
         self.feedback_log(f"--batch auto: {found} per GPU at {phase.resolution}px (preset: {start})")
         return found

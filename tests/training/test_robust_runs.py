@@ -225,3 +225,21 @@ def test_sigterm_writes_a_checkpoint_then_exits(default_dataset, tmp_path):
     nimg = ckpt.load_checkpoint(latest)["progress"]["nimg"]
     assert nimg >= 64 and nimg % 64 == 0  # between rounds
     assert "interrupted by SIGTERM" in (run / "log.txt").read_text().splitlines()[-1]
+
+
+# ---- 7. the loader's order is global: any world size continues the same sequence -----------------
+
+
+def test_loader_order_is_global_and_continues_on_another_world_size(default_dataset):
+    from fastprogan.data import ImageLoader, open_dataset
+
+    ds = open_dataset(default_dataset)
+    one = ImageLoader(ds, 4, 16, seed=7)
+    two = [ImageLoader(ds, 4, 8, seed=7, rank=r, world_size=2) for r in range(2)]
+    for _ in range(3):
+        merged = torch.stack([next(two[0]), next(two[1])], 1).flatten(0, 1)  # rank r = samples r::2
+        assert torch.equal(merged, next(one))
+    assert two[0].state_dict() == two[1].state_dict() == one.state_dict()  # one state for the job
+    four = [ImageLoader(ds, 4, 4, seed=0, rank=r, world_size=4, start=two[0].state_dict()) for r in range(4)]
+    merged = torch.stack([next(loader) for loader in four], 1).flatten(0, 1)
+    assert torch.equal(merged, next(one))
