@@ -169,8 +169,15 @@ def open_training_data(config: TrainingConfig, run_dir: Path):
 
 class Trainer:
     """One training run in ``run_dir``. ``Trainer(run_dir, config).run()``; to resume, pass
-    ``resume="latest"`` or a checkpoint path (the run's config then comes from the checkpoint, with
-    ``overrides`` of the RESUME_OVERRIDABLE fields applied)."""
+    ``resume="latest"``, ``"auto"`` (latest if there is a checkpoint, else a new run from ``config``)
+    or a checkpoint path (the run's config then comes from the checkpoint, with ``overrides`` applied:
+    RESUME_OVERRIDABLE fields may change, others only be repeated with the run's own values).
+
+    A new run refuses a ``run_dir`` holding another run's files (ConfigError naming ``--resume`` and
+    ``--overwrite``) unless ``overwrite=True``, which deletes them first. Every check that can be made
+    before training (run directory writable, dataset levels readable, minibatches fit the dataset and
+    the minibatch-stddev groups) is made in the constructor. ``run()`` raises Interrupted after
+    writing a checkpoint when the process gets SIGTERM."""
 
     def __init__(
         self,
