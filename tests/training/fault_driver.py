@@ -166,8 +166,8 @@ def exact_resumes(data: str, work: Path, rng: random.Random) -> dict:
         pid = _child(argv, work / "chain.log")
         # Kill after 0 or 1 new tick, then a random part of a tick: with 0 the kill lands in the
         # start-up or the first round (no progress), with 1 in the next round, checkpoint or grid
-        # (one tick of progress). Never 1 on the second-to-last checkpoint: the run must not finish.
-        near_end = ckpt.checkpoint_nimg(ckpt.list_checkpoints(chain)[-1]) >= 384 if lod is not None else False
+        # (one tick of progress). Only 0 from two ticks before the end: the run must not finish here.
+        near_end = ckpt.checkpoint_nimg(ckpt.list_checkpoints(chain)[-1]) >= 320 if lod is not None else False
         want = lines + (0 if near_end else rng.choice([0, 0, 1]))
         finished = False
         while _stats_lines(chain) < want:
