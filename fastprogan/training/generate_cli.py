@@ -28,7 +28,7 @@ def run_generate(args: argparse.Namespace) -> int:
     import torch
 
     from fastprogan.training.checkpoint import load_generator, resolve_resume
-    from fastprogan.training.errors import CheckpointError
+    from fastprogan.training.errors import CheckpointError, OutputError, output_error
     from fastprogan.training.images import make_grid, parse_seeds, render, save_png
 
     try:
@@ -48,11 +48,18 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"fastprogan generate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    images = render(G, seeds, lod, device)  # uint8 [N, C, R, R]
-    for seed, image in zip(seeds, images, strict=True):
-        save_png(image, out / f"seed-{seed:04d}.png")
-    if args.grid:
-        save_png(make_grid(images), out / "grid.png")
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(out, exc, doing="create --out") from None
+        images = render(G, seeds, lod, device)  # uint8 [N, C, R, R]
+        for seed, image in zip(seeds, images, strict=True):
+            save_png(image, out / f"seed-{seed:04d}.png")  # atomic: no partial PNG on a full disk
+        if args.grid:
+            save_png(make_grid(images), out / "grid.png")
+    except OutputError as exc:
+        print(f"fastprogan generate: error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(seeds)} image(s) at {images.shape[-1]}px (lod {lod:g}) to {out}")
     return 0

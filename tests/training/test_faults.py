@@ -203,3 +203,11 @@ def test_loader_state_of_an_older_build_converts_to_the_global_position(default_
     assert np.array_equal(
         merged.numpy(), ds.images(4)[np.random.default_rng([3, 0]).permutation(ds.num_images)[80:96]]
     )
+
+
+def test_generate_into_a_path_under_a_file(finished_run, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    argv = ["generate", "--checkpoint", str(finished_run), "--seeds", "0-1", "--out", str(blocker / "gen")]
+    line = _fails_cleanly(capsys, argv, str(blocker / "gen"))
+    assert line.startswith("fastprogan generate: error: cannot create --out")
