@@ -243,3 +243,15 @@ def test_loader_order_is_global_and_continues_on_another_world_size(default_data
     four = [ImageLoader(ds, 4, 4, seed=0, rank=r, world_size=4, start=two[0].state_dict()) for r in range(4)]
     merged = torch.stack([next(loader) for loader in four], 1).flatten(0, 1)
     assert torch.equal(merged, next(one))
+
+
+def test_older_per_rank_rng_states(tmp_path):
+    """Older checkpoints stored one RNG entry per process: one process loads, several are refused."""
+    gen = {"shared": torch.Generator().manual_seed(1)}
+    entry = ckpt.capture_rng_state(gen)
+    assert ckpt.rng_state_of([entry], tmp_path / "old.pt") is entry
+    assert ckpt.rng_state_of(entry, tmp_path / "new.pt") is entry
+    with pytest.raises(
+        ckpt.CheckpointError, match=r"old\.pt: written by an older fastprogan .* \(2 processes\)"
+    ):
+        ckpt.rng_state_of([entry, entry], tmp_path / "old.pt")
