@@ -8,8 +8,9 @@
 - each bad input of item 4 through the real CLI in a child process: exit 2, one line, no traceback,
   no temporary file left.
 
-Marked slow (it runs in ``.ci/run``, which runs every test): ~50 s on 2 busy cores, most of it the
-training the kills interrupt; the driver forks its children from one warm interpreter.
+Marked slow (it runs in ``.ci/run``, which runs every test): 60-75 s wall (about 21 s of CPU) on 2
+cores shared with other jobs, most of it the training the kills interrupt; the driver forks its
+children from one warm interpreter.
 """
 
 import json
