@@ -1,19 +1,22 @@
 """ImageLoader: an endless, resumable, rank-sharded stream of uint8 batches from a dataset.
 
-Order. Epoch ``e`` is the permutation ``numpy.random.default_rng([seed, e]).permutation(N)``; rank
-``r`` of ``W`` owns its entries ``r, r + W, r + 2W, ...`` (disjoint; together they cover the dataset),
-and its batches are consecutive slices of that share. With ``drop_last`` (the default), every rank
-uses the first ``((N // W) // B) * B`` entries of its share, so all ranks have the same number of full
-batches per epoch and change epoch at the same step. Without it, a rank uses its whole share and the
-epoch's last batch may be smaller.
+Order (global, independent of the process count). Epoch ``e`` is the permutation
+``numpy.random.default_rng([seed, e]).permutation(N)``. The job's GLOBAL batches of ``B * W`` images
+(B per rank, W ranks) are consecutive slices of it, and rank ``r`` takes entries ``r, r + W, ...`` of
+each global batch (so a 1-process loader with batch ``B * W`` yields exactly the union, in global
+order). With ``drop_last`` (the default) a global batch that would run past the end of the
+permutation starts the next epoch instead, so every batch is full and all ranks change epoch at the
+same step. Without it, the epoch's last global batch may be smaller (and uneven over ranks).
 
-Position. The stream position is ``(epoch, offset)``: the epoch and how many entries of this rank's
-share were already yielded. ``state_dict()`` saves it (plus the seed); a loader built with
+Position. The stream position is ``(epoch, offset)``: the epoch and how many entries of the epoch's
+permutation the whole job has consumed. ``state_dict()`` saves it (plus the seed); a loader built with
 ``start=state`` (or given ``load_state_dict(state)``) yields exactly the batches the saved one would
-have yielded next. Because the position counts images, not batches, it carries over to a loader at
-another resolution or batch size: the new loader continues the same epoch permutation where the old
-one stopped (``ImageLoader(ds, 2 * res, new_batch, seed=seed, start=old.state_dict())``). With
-``drop_last`` all ranks hold the same position, so rank 0's state restores every rank.
+have yielded next. Because the position counts global images, not batches or ranks, it carries over
+to a loader at another resolution, batch size or WORLD SIZE: the new loader continues the same epoch
+permutation where the old one stopped (``ImageLoader(ds, 2 * res, new_batch, seed=seed,
+world_size=new_w, start=old.state_dict())``), and every rank holds the same position, so one saved
+state restores any job. (States of version 1 counted a rank's share; they load as offset x world_size,
+which is the same position.)
 
 Integrity. With ``verify`` (the default) every image is checked against the manifest's per-image
 xxh3_64 the first time this process reads it (the copy that goes into the batch is hashed), and
@@ -45,7 +48,7 @@ from fastprogan.data.create import level_filename
 from fastprogan.data.errors import CorruptImageError
 from fastprogan.data.shards import ShardedDataset, open_dataset
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 # Below this many bytes per image, one vectorised np.take beats a per-image copy loop.
 _SMALL_IMAGE_BYTES = 16 << 10
 
@@ -98,10 +101,11 @@ class ImageLoader:
         self._skip_lock = threading.Lock()
         self._pending_log: list[str] = []  # written by gather threads, logged from __next__
         n = dataset.num_images
+        self.global_batch = batch_size * world_size
         if drop_last:
-            self.epoch_length = (n // world_size) // batch_size * batch_size
+            self.epoch_length = n // self.global_batch * self.global_batch  # global entries per epoch
         else:
-            self.epoch_length = len(range(rank, n, world_size))
+            self.epoch_length = n
         if self.epoch_length == 0:
             raise ValueError(
                 f"batch_size {batch_size} x world_size {world_size} is more than the {n} images"
@@ -119,27 +123,30 @@ class ImageLoader:
 
     @property
     def steps_per_epoch(self) -> int:
-        """Batches per epoch for this rank (the last may be smaller when drop_last is False)."""
-        return -(-self.epoch_length // self.batch_size)
+        """Batches per epoch (the last may be smaller when drop_last is False)."""
+        return -(-self.epoch_length // self.global_batch)
 
-    def _share(self, epoch: int) -> np.ndarray:
-        """This rank's entries of epoch ``epoch``, in order: int64 [epoch_length]."""
+    def _perm(self, epoch: int) -> np.ndarray:
+        """The epoch's global order: int64 [N]."""
         if epoch not in self._perm_cache:
             if len(self._perm_cache) > 2:
                 self._perm_cache.pop(min(self._perm_cache))
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.dataset.num_images)
-            self._perm_cache[epoch] = perm[self.rank :: self.world_size][: self.epoch_length]
+            self._perm_cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(
+                self.dataset.num_images
+            )
         return self._perm_cache[epoch]
 
     def _next_indices(self, epoch: int, offset: int) -> tuple[np.ndarray, int, int]:
-        """Dataset indices of the batch at (epoch, offset), and the position after it."""
-        if offset >= self.epoch_length:  # a carried-over position past this loader's epoch end
+        """This rank's dataset indices of the global batch at (epoch, offset), and the position after."""
+        n, g = self.dataset.num_images, self.global_batch
+        # A carried-over position (another batch size) where a full global batch no longer fits.
+        if offset >= self.epoch_length or (self.drop_last and offset + g > n):
             epoch, offset = epoch + 1, 0
-        idx = self._share(epoch)[offset : offset + self.batch_size]
-        offset += len(idx)
-        if offset >= self.epoch_length:
+        global_idx = self._perm(epoch)[offset : offset + g]  # [<= B * W]
+        offset += len(global_idx)
+        if offset >= self.epoch_length or (self.drop_last and offset + g > n):
             epoch, offset = epoch + 1, 0
-        return idx, epoch, offset
+        return global_idx[self.rank :: self.world_size], epoch, offset
 
     def _gather(self, idx: np.ndarray) -> torch.Tensor:
         """Copy images ``idx`` from the memory map into a fresh (pinned) tensor [B, C, R, R]."""
@@ -244,27 +251,27 @@ class ImageLoader:
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        """The position of the next batch, as plain ints (JSON and ``weights_only`` safe)."""
+        """The position of the next batch, as plain ints (JSON and ``weights_only`` safe).
+
+        It holds no rank, world size or batch size: it is the same on every rank, and on every world
+        size at the same point of the global sequence (what checkpoints store once per job).
+        """
         return {
             "version": STATE_VERSION,
             "seed": self.seed,
             "epoch": self.epoch,
             "offset": self.offset,
             "num_images": self.dataset.num_images,
-            "world_size": self.world_size,
-            "rank": self.rank,
-            "batch_size": self.batch_size,
-            "resolution": self.resolution,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (from ``state_dict()``, possibly of a loader at another resolution).
 
-        Restores the seed and the (epoch, offset) position. The dataset must have the same number of
-        images. A different world_size is accepted, but then the share boundaries move and a few images
-        of the current epoch may be repeated or skipped.
+        Restores the seed and the global (epoch, offset) position; any world size continues the same
+        global sequence. The dataset must have the same number of images.
         """
-        if int(state.get("version", -1)) != STATE_VERSION:
+        version = int(state.get("version", -1))
+        if version not in (1, STATE_VERSION):
             raise ValueError(f"unknown ImageLoader state version {state.get('version')!r}")
         if int(state["num_images"]) != self.dataset.num_images:
             raise ValueError(
@@ -274,6 +281,8 @@ class ImageLoader:
         self.seed = int(state["seed"])
         self._perm_cache.clear()
         self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        if version == 1:  # offset counted one rank's share (all ranks equal): scale to the global count
+            self.offset *= int(state["world_size"])
         self._plan = (self.epoch, self.offset)
 
     def _drain(self) -> None:

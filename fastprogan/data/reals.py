@@ -40,17 +40,22 @@ def prepare_reals(
     mirror: bool = False,
     generator: torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
+    flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """uint8 [B, C, H, W] -> ``dtype`` [B, C, H, W] on ``device``, in [-1, 1] (x / 127.5 - 1).
 
     The uint8 batch is moved first (4x fewer bytes than float; non_blocking from pinned memory).
     With ``mirror``, each sample is flipped left-right on a fair coin drawn on the CPU from
     ``generator`` (a CPU ``torch.Generator``; the global CPU generator if None), so the flips are the
-    same on every device.
+    same on every device. ``flip`` (bool [B]) gives the coins instead: the trainer draws them for the
+    global minibatch and passes each rank its slice, so the flips do not depend on the process count.
     """
     x = batch_uint8.to(device, non_blocking=True).to(dtype).div_(127.5).sub_(1.0)
     if mirror:
-        flip = torch.rand(x.shape[0], generator=generator) < 0.5  # [B] on CPU
+        if flip is None:
+            flip = torch.rand(x.shape[0], generator=generator) < 0.5  # [B] on CPU
+        elif flip.shape != (x.shape[0],) or flip.dtype != torch.bool:
+            raise ValueError(f"flip must be bool [{x.shape[0]}], got {flip.dtype} {tuple(flip.shape)}")
         flip = flip.to(x.device, non_blocking=True).view(-1, 1, 1, 1)
         x = torch.where(flip, x.flip(3), x)
     return x

@@ -8,13 +8,26 @@ position (ints), and RNG states converted to tensors/lists (numpy's and Python's
 
 Keys: ``format``, ``version``, ``config``, ``G``, ``D``, ``G_ema``, ``opt_G``, ``opt_D``, ``scaler_G``,
 ``scaler_D``, ``progress`` (nimg, tick, ...), ``meta`` (lod, resolution, max_resolution, num_channels,
-latent_size, kimg, pixelnorm_eps, precision), ``loader``, ``rng`` (a list with one entry per rank).
+latent_size, kimg, pixelnorm_eps, precision), ``loader`` (the GLOBAL batch-order position), ``rng``
+(one dict: the RNG state of the job, the same on every rank; checkpoints of older builds hold a list
+with one entry per rank, and a one-entry list still loads). ``meta.lod`` is the lod the weights were
+trained at (the last round's), so ``generate`` and ``metrics`` render at the right resolution.
+
+Byte-identical: the same command run twice on CPU writes byte-identical files (every RNG derives from
+the config's seed, and no wall-clock value is stored: the elapsed training time lives in
+``stats.jsonl``, see ``loop.py``). ``config.data`` is stored relative to the run directory when the
+dataset is inside it (the default dataset, ``OUT/dataset``) and absolute otherwise, so a run directory
+can be moved or copied and resumed from any working directory.
 A checkpoint made by ``fastprogan import-official`` holds only ``config``, ``G``, ``D``, ``G_ema``,
 ``meta`` and ``origin``: resuming it fine-tunes those weights with fresh optimisers, counters and RNGs.
 
 Atomicity: write ``.<name>.tmp-<pid>`` in the same directory, flush + fsync, ``os.replace`` onto the
 final name, fsync the directory. A crash or SIGKILL at any point leaves the previous checkpoints intact
-(the temporary file never matches ``checkpoint-*.pt``).
+(the temporary file never matches ``checkpoint-*.pt``). A failed write (full disk, unwritable
+directory) removes the temporary file and raises OutputError naming the file and the fix.
+
+Pruning (keep the newest K) only considers checkpoints at or below the one just written: a run's
+nimg only grows, so a newer-named file is never one this run wrote and is never deleted by it.
 """
 
 from __future__ import annotations
@@ -23,13 +36,15 @@ import os
 import pickle
 import random
 import re
+import sys
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from fastprogan.training.errors import CheckpointError, NonFiniteError
+from fastprogan.training.errors import CheckpointError, NonFiniteError, output_error
 
 FORMAT = "fastprogan-checkpoint"
 VERSION = 1
@@ -50,9 +65,19 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(spec: str, run_dir: str | os.PathLike, *, what: str = "--resume") -> Path:
-    """``latest`` (the newest checkpoint in ``run_dir``), a run directory (its newest checkpoint) or a
-    checkpoint file; CheckpointError naming ``what`` when missing."""
+def checkpoint_nimg(path: str | os.PathLike) -> int:
+    """The nimg in a ``checkpoint-<nimg>.pt`` name (-1 when the name is not one)."""
+    m = _NAME.match(Path(path).name)
+    return int(m.group(1)) if m else -1
+
+
+def resolve_resume(spec: str, run_dir: str | os.PathLike, *, what: str = "--resume") -> Path | None:
+    """``latest`` (the newest checkpoint in ``run_dir``), ``auto`` (the same, or None when there is
+    none: start a new run), a run directory (its newest checkpoint) or a checkpoint file;
+    CheckpointError naming ``what`` when missing."""
+    if spec == "auto":
+        found = list_checkpoints(run_dir)
+        return found[-1] if found else None
     if spec == "latest":
         found = list_checkpoints(run_dir)
         if not found:
@@ -67,6 +92,20 @@ def resolve_resume(spec: str, run_dir: str | os.PathLike, *, what: str = "--resu
     if not path.is_file():
         raise CheckpointError(f"{what} {spec}: no such checkpoint file")
     return path
+
+
+def rng_state_of(rng: Any, path: object) -> dict[str, Any]:
+    """The job's RNG state from a checkpoint's ``rng`` (a dict; older builds: a list per rank)."""
+    if isinstance(rng, dict):
+        return rng
+    if isinstance(rng, list) and len(rng) == 1:
+        return rng[0]
+    count = len(rng) if isinstance(rng, list) else "?"
+    raise CheckpointError(
+        f"{path}: written by an older fastprogan with per-process RNG states ({count} processes); "
+        "this build stores one global state and cannot continue it exactly: resume it with the build "
+        "that wrote it, or start a new run"
+    )
 
 
 # ---- RNG state ----------------------------------------------------------------------------------
@@ -112,7 +151,9 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
     for name, g in generators.items():
         g.set_state(state["generators"][name])
     if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+        # Per device; a job resumed on a node with fewer GPUs restores the ones it has.
+        for index, device_state in enumerate(state["torch_cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, index)
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -151,36 +192,80 @@ def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, nimg: int
         raise NonFiniteError(f"{bad} is non-finite; not writing a checkpoint at {nimg / 1000:.3f} kimg")
     directory = Path(run_dir)
     final = write_checkpoint_file(state, directory / checkpoint_name(nimg))
-    for old in list_checkpoints(directory)[:-keep]:
-        old.unlink(missing_ok=True)
+    prune_checkpoints(directory, nimg, keep)
     return final
 
 
 def write_checkpoint_file(state: dict[str, Any], final: Path) -> Path:
-    """``torch.save`` the format header + ``state`` to ``final`` atomically (temp file, fsync, rename)."""
+    """``torch.save`` the format header + ``state`` to ``final`` atomically (temp file, fsync, rename);
+    a failed write (full disk, unwritable folder) raises OutputError naming the file and leaves no
+    temporary file behind."""
     directory = final.parent
-    directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{final.name}.tmp-{os.getpid()}"
-    payload = {"format": FORMAT, "version": VERSION, **state}
+    payload = _canonical({"format": FORMAT, "version": VERSION, **state})
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise output_error(final, exc) from None
+        if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
+            # torch.save's zip writer reports a failed write (e.g. ENOSPC) as a RuntimeError.
+            raise output_error(final, OSError(0, str(exc).splitlines()[0])) from None
         raise
     _fsync_dir(directory)
     return final
 
 
+def _canonical(obj: Any) -> Any:
+    """A copy of ``obj`` whose pickle bytes depend only on its values: fresh containers (nothing
+    shared) and interned strings (equal strings are one object). Pickle memoizes by object identity,
+    so without this a resumed run (strings from torch.load) and an uninterrupted one (interned
+    literals) write different bytes for equal checkpoints."""
+    if isinstance(obj, dict):
+        kind = OrderedDict if isinstance(obj, OrderedDict) else dict  # state dicts are OrderedDicts
+        out = kind((_canonical(k), _canonical(v)) for k, v in obj.items())
+        metadata = getattr(obj, "_metadata", None)  # nn.Module.state_dict()'s per-module versions
+        if metadata is not None:
+            out._metadata = _canonical(metadata)
+        return out
+    if isinstance(obj, list):
+        return [_canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_canonical(v) for v in obj)
+    if type(obj) is str:
+        return sys.intern(obj)
+    return obj
+
+
+def prune_checkpoints(run_dir: str | os.PathLike, nimg: int, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints at or below ``nimg``; returns the deleted ones.
+
+    Files named above ``nimg`` are left alone: they cannot have been written by the run at ``nimg``
+    (its nimg only grows), so pruning never deletes a checkpoint of the current run for them.
+    """
+    mine = [p for p in list_checkpoints(run_dir) if checkpoint_nimg(p) <= nimg]
+    doomed = mine[:-keep] if keep > 0 else mine
+    for old in doomed:
+        old.unlink(missing_ok=True)
+    return doomed
+
+
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> None:
-    """Delete ``.checkpoint-*.tmp-*`` files a killed writer left behind."""
+    """Delete the ``.<name>.tmp-<pid>`` files a killed writer left behind (checkpoints, grids, JSON)."""
     d = Path(run_dir)
     if d.is_dir():
-        for p in d.glob(".checkpoint-*.pt.tmp-*"):
-            p.unlink(missing_ok=True)
+        for pattern in (".checkpoint-*.pt.tmp-*", ".*.png.tmp-*", ".*.json.tmp-*", ".write-test.tmp-*"):
+            for p in d.glob(pattern):
+                p.unlink(missing_ok=True)
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -192,27 +277,65 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: no such checkpoint file")
+    _check_file_kind(p)
     try:
         state = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = str(exc).strip()
+        if "weights only load failed" not in text.lower():
+            raise CheckpointError(
+                f"{p}: not a fastprogan checkpoint (corrupt or foreign pickle data)"
+            ) from None
+        # The message of torch's refusal names the offending global on a line of its own.
+        detail = next((ln.strip() for ln in text.splitlines() if "GLOBAL" in ln or "Unsupported" in ln), "")
         raise CheckpointError(
             f"{p}: refused to load: it holds more than tensors and plain data (weights_only=True "
-            f"rejected it: {first})"
+            f"rejected it{': ' + detail if detail else ''})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"{p}: unreadable or truncated checkpoint ({type(exc).__name__}: {exc})"
+            f"{p}: unreadable or truncated checkpoint ({type(exc).__name__}: {first})"
         ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{p}: not a fastprogan checkpoint")
+        raise CheckpointError(
+            f"{p}: not a fastprogan checkpoint (a torch file without the fastprogan format tag)"
+        )
     if state.get("version") != VERSION:
         raise CheckpointError(f"{p}: checkpoint version {state.get('version')!r}, this build reads {VERSION}")
     return state
 
 
+def _check_file_kind(p: Path) -> None:
+    """CheckpointError unless ``p`` starts like a torch.save file (zip, or the legacy pickle format).
+
+    Without this, a text file renamed ``.pt`` fails inside torch.load with a bare KeyError and a JSON
+    file with the misleading weights_only security refusal.
+    """
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+        return
+    if not head:
+        raise CheckpointError(f"{p}: empty file, not a checkpoint")
+    stripped = head.lstrip()
+    kind = "JSON" if stripped[:1] in (b"{", b"[") else "text" if _is_text(head) else "some other format"
+    raise CheckpointError(
+        f"{p}: not a fastprogan checkpoint (the file is {kind}, not a torch.save file); pass a "
+        "checkpoint-*.pt written by fastprogan train"
+    )
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def load_generator(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
+    path: str | os.PathLike, device: str | torch.device = "cpu", *, what: str = "checkpoint"
 ) -> tuple[torch.nn.Module, dict]:
     """G_ema from a checkpoint file (or a run directory: its newest) or an official release pickle
     (``karras2018iclr-*.pkl``, read without running code), in eval mode on ``device``, and its meta.
@@ -224,7 +347,10 @@ def load_generator(
     from fastprogan.training.config import TrainingConfig
     from fastprogan.training.networks import build_generator
 
-    path = resolve_resume(str(path), path, what="checkpoint")
+    spec = str(path)
+    path = resolve_resume(spec, path, what=what)
+    if path is None:  # "auto" in a directory without checkpoints
+        raise CheckpointError(f"{what} {spec}: no checkpoint-*.pt found")
     if is_official_pickle(path):
         from fastprogan.training.official import official_generator
 

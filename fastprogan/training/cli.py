@@ -4,8 +4,11 @@ digits, on CPU in a few minutes).
 Settings come from ``--preset`` (``v2-1gpu`` ... ``v2-8gpu``, ``v1``, ``quickstart``), then the explicit
 flags, then ``--set field=value`` (any TrainingConfig field; values parse as JSON when they can:
 ``--set minibatch_dict='{"4": 64}'``). With ``--resume`` the run's own config is used and only
-settings that do not change the arithmetic may be given. Exit status: 0 done, 1 stopped on a
-non-finite loss/weight, 2 bad settings (the message names the setting), 130 interrupted.
+settings that do not change the arithmetic may be given. A new run refuses an ``--out`` that holds
+another run unless ``--overwrite``; ``--resume auto`` resumes when OUT has a checkpoint and starts
+otherwise (for ``torchrun --max-restarts``). Exit status: 0 done, 1 stopped on a non-finite
+loss/weight, 2 a fault (bad setting, dataset, checkpoint or output directory: one line naming it and
+the fix), 130 interrupted by Ctrl-C, 143 stopped by SIGTERM after writing a checkpoint.
 """
 
 from __future__ import annotations
@@ -58,7 +61,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="dataset directory (default: the embedded digits, built in OUT/dataset)")
     p.add_argument("--preset", default="quickstart", help="v2-1gpu|v2-2gpu|v2-4gpu|v2-8gpu|v1|quickstart")
     p.add_argument(
-        "--resume", metavar="latest|PATH", help="continue from the newest checkpoint in OUT or PATH"
+        "--resume",
+        metavar="latest|auto|PATH",
+        help="continue from the newest checkpoint in OUT (latest), the same or start when there is none "
+        "(auto), or PATH",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in OUT (deletes its files)"
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda:LOCAL_RANK if available, else cpu)")
     g = p.add_argument_group("schedule and networks")
@@ -129,14 +138,21 @@ def run_train(args: argparse.Namespace) -> int:
     """Handler of ``fastprogan train``."""
     from pathlib import Path
 
+    from fastprogan.data.errors import DatasetError
     from fastprogan.training.config import TrainingConfig
-    from fastprogan.training.errors import CheckpointError, ConfigError, NonFiniteError
+    from fastprogan.training.errors import (
+        CheckpointError,
+        ConfigError,
+        Interrupted,
+        NonFiniteError,
+        OutputError,
+    )
 
     try:
         overrides = _overrides(args)
         out = Path(args.out or f"runs/{args.preset}")
         note = None
-        if args.resume is None:
+        if args.resume is None or (args.resume == "auto" and not _has_checkpoint(out)):
             if "data" in overrides and "resolution" not in overrides:
                 # Your own data: train up to its resolution, not the preset's (quickstart's 16 would win).
                 note = TrainingConfig.from_preset(args.preset).resolution
@@ -157,6 +173,7 @@ def run_train(args: argparse.Namespace) -> int:
             overrides=overrides,
             device=args.device,
             progress=not args.no_progress and sys.stderr.isatty(),
+            overwrite=args.overwrite,
         )
         if args.print_config:
             print(trainer.config.to_json())
@@ -168,9 +185,16 @@ def run_train(args: argparse.Namespace) -> int:
             )
         trainer.run()
         return 0
-    except (ConfigError, CheckpointError) as exc:
-        print(f"fastprogan train: error: {exc}", file=sys.stderr)
+    except (ConfigError, CheckpointError, DatasetError, OutputError) as exc:
+        print(f"fastprogan train: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # an I/O failure no check caught (e.g. a dataset read error): still one line
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"fastprogan train: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except Interrupted as exc:
+        print(f"fastprogan train: {exc}", file=sys.stderr)
+        return exc.exit_code
     except NonFiniteError as exc:
         print(f"fastprogan train: stopped: {exc}", file=sys.stderr)
         return 1
@@ -178,3 +202,13 @@ def run_train(args: argparse.Namespace) -> int:
         from fastprogan.training.distributed import env_from_torchrun, shutdown
 
         shutdown(env_from_torchrun())
+
+
+def _has_checkpoint(out) -> bool:
+    from fastprogan.training.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(out))
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n"))

@@ -119,6 +119,15 @@ def all_reduce_mean(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
     return t / env.world_size
 
 
+def all_reduce_max(t: torch.Tensor, env: DistEnv) -> torch.Tensor:
+    """The elementwise maximum of a tensor over ranks (e.g. "did any rank get SIGTERM")."""
+    if not env.enabled:
+        return t
+    t = t.detach().clone()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return t
+
+
 def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     """Every rank's ``obj`` (e.g. RNG states), in rank order, on every rank."""
     if not env.enabled:

@@ -4,6 +4,11 @@ Every line printed during a run also goes to ``run_dir/log.txt``; every tick app
 to ``run_dir/stats.jsonl``. TensorBoard events (``run_dir/tensorboard``) are written when the
 ``tensorboard`` package is installed (``pip install fastprogan[tensorboard]``); otherwise the log says
 once that they are off and why. Other ranks stay silent.
+
+The bar counts kimg rounded to 3 decimals (``1.92/2.2``, not ``1.9200000000000008/2.2``) and is set,
+not incremented, so it never drifts and never passes 100% (the last round may overshoot
+``total_kimg``). A write that fails (full disk, unwritable directory) raises OutputError naming the
+file and the fix.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from fastprogan.training.errors import output_error
 
 
 def format_duration(seconds: float) -> str:
@@ -49,20 +56,34 @@ def format_tick_line(stats: dict[str, Any]) -> str:
 class Feedback:
     """Rank 0's sinks; on other ranks every method is a no-op."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool, progress: bool, total_kimg: float) -> None:
+    def __init__(
+        self, run_dir: Path, *, enabled: bool, progress: bool, total_kimg: float, initial_kimg: float = 0.0
+    ) -> None:
         self.enabled = enabled
         self.run_dir = run_dir
         self._bar = None
         self._tb = None
+        self._log = self._stats = None
         if not enabled:
             return
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self._log = open(run_dir / "log.txt", "a", encoding="utf-8")
-        self._stats = open(run_dir / "stats.jsonl", "a", encoding="utf-8")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self._log = open(run_dir / "log.txt", "a", encoding="utf-8")
+            self._stats = open(run_dir / "stats.jsonl", "a", encoding="utf-8")
+        except OSError as exc:
+            self.close()
+            raise output_error(exc.filename or run_dir, exc) from None
+        self._total = round(total_kimg, 3)
         if progress:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=round(total_kimg, 3), unit="kimg", dynamic_ncols=True, file=sys.stderr)
+            self._bar = tqdm(
+                total=self._total,
+                initial=min(round(initial_kimg, 3), self._total),
+                unit="kimg",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
 
     def open_tensorboard(self) -> None:
         """Start TensorBoard events when the package is importable; say once why not otherwise."""
@@ -88,21 +109,27 @@ class Feedback:
             self._bar.write(message, file=sys.stdout)
         else:
             print(message, flush=True)
-        self._log.write(message + "\n")
-        self._log.flush()
+        self._write(self._log, self.run_dir / "log.txt", message + "\n")
+
+    def _write(self, f: Any, path: Path, text: str) -> None:
+        try:
+            f.write(text)
+            f.flush()
+        except OSError as exc:
+            raise output_error(path, exc) from None
 
     def advance(self, kimg_now: float) -> None:
-        """Move the progress bar to ``kimg_now``."""
+        """Move the progress bar to ``kimg_now`` (rounded to 3 decimals, at most ``total_kimg``)."""
         if self._bar is not None:
-            self._bar.update(max(0.0, round(kimg_now - self._bar.n, 3)))
+            self._bar.n = min(round(kimg_now, 3), self._total)
+            self._bar.refresh()
 
     def tick(self, stats: dict[str, Any]) -> None:
         """One tick: the log line, a stats.jsonl object and TensorBoard scalars."""
         if not self.enabled:
             return
         self.log(format_tick_line(stats))
-        self._stats.write(json.dumps(stats, sort_keys=True) + "\n")
-        self._stats.flush()
+        self._write(self._stats, self.run_dir / "stats.jsonl", json.dumps(stats, sort_keys=True) + "\n")
         if self._tb is not None:
             step = round(stats["kimg"] * 1000)
             for key, value in stats.items():
@@ -120,8 +147,8 @@ class Feedback:
         self.log(
             f"metrics at kimg {kimg:.1f}: " + " ".join(f"{k} {v:.4f}" for k, v in sorted(scalars.items()))
         )
-        self._stats.write(json.dumps({"kimg": kimg, "metrics": result}, sort_keys=True, default=str) + "\n")
-        self._stats.flush()
+        line = json.dumps({"kimg": kimg, "metrics": result}, sort_keys=True, default=str) + "\n"
+        self._write(self._stats, self.run_dir / "stats.jsonl", line)
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(f"metrics/{k}", v, round(kimg * 1000))
@@ -133,14 +160,16 @@ class Feedback:
             self._tb.flush()
 
     def close(self) -> None:
+        """Close every sink; never raises (it runs while another error may be propagating)."""
         if not self.enabled:
             return
-        if self._bar is not None:
-            self._bar.close()
-        if self._tb is not None:
-            self._tb.close()
-        self._log.close()
-        self._stats.close()
+        for sink in (self._bar, self._tb, self._log, self._stats):
+            if sink is not None:
+                try:
+                    sink.close()
+                except (OSError, ValueError):
+                    pass
+        self._bar = self._tb = self._log = self._stats = None
 
 
 _PROGRESS = {
@@ -182,6 +211,14 @@ def peak_memory_gib(device_type: str) -> float:
 
 
 def write_json(path: Path, data: Any) -> None:
+    """``data`` as indented JSON, atomically (temp file + rename; OutputError on a failed write)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise output_error(path, exc) from None

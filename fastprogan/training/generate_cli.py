@@ -60,7 +60,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from fastprogan.training.checkpoint import load_generator, resolve_resume
-    from fastprogan.training.errors import CheckpointError, ConfigError
+    from fastprogan.training.errors import CheckpointError, ConfigError, OutputError, output_error
     from fastprogan.training.images import GRID_PAD, RENDER_BATCH, make_grid, parse_seeds, render, save_png
     from fastprogan.training.precision import resolve_precision
 
@@ -81,8 +81,8 @@ def run_generate(args: argparse.Namespace) -> int:
             raise ValueError(f"--grid-pad {args.grid_pad}: must be >= 0")
         device = resolve_device(args.device)
         policy = resolve_precision(args.precision, device)
-        path = resolve_resume(args.checkpoint, Path(args.checkpoint).parent)
-        G, meta = load_generator(path, device)
+        path = resolve_resume(args.checkpoint, Path(args.checkpoint).parent, what="--checkpoint")
+        G, meta = load_generator(path, device, what="--checkpoint")
         lod = meta["lod"] if args.lod is None else args.lod
         max_lod = G.res_log2 - 2
         if not 0 <= lod <= max_lod:
@@ -93,15 +93,22 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"fastprogan generate: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    autocast = policy.autocast()
-    if keys is not None:
-        return _interpolate(G, keys, lod, device, args, autocast, out)
-    images = render(G, seeds, lod, device, batch=args.batch, autocast=autocast)  # uint8 [N, C, R, R]
-    for seed, image in zip(seeds, images, strict=True):
-        save_png(image, out / f"seed-{seed:04d}.png")
-    if args.grid:
-        save_png(make_grid(images, pad=args.grid_pad), out / "grid.png")
+    try:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise output_error(out, exc, doing="create --out") from None
+        autocast = policy.autocast()
+        if keys is not None:
+            return _interpolate(G, keys, lod, device, args, autocast, out)
+        images = render(G, seeds, lod, device, batch=args.batch, autocast=autocast)  # uint8 [N, C, R, R]
+        for seed, image in zip(seeds, images, strict=True):
+            save_png(image, out / f"seed-{seed:04d}.png")  # atomic: no partial PNG on a full disk
+        if args.grid:
+            save_png(make_grid(images, pad=args.grid_pad), out / "grid.png")
+    except OutputError as exc:
+        print(f"fastprogan generate: error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(seeds)} image(s) at {images.shape[-1]}px (lod {lod:g}) to {out}")
     return 0
 

@@ -110,15 +110,30 @@ def make_grid(
 
 
 def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
-    """uint8 [C, H, W] (C = 1 or 3) -> PNG, written atomically (temp file + rename)."""
+    """uint8 [C, H, W] (C = 1 or 3) -> PNG, written atomically (temp file + rename).
+
+    A failed write (full disk, unwritable directory) removes the temporary file and raises
+    OutputError naming ``path`` and the fix.
+    """
     from PIL import Image
+
+    from fastprogan.training.errors import output_error
 
     arr = image.permute(1, 2, 0).numpy()  # [H, W, C]
     pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # uint8: "L" or "RGB"
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    try:
+        pil.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise output_error(path, exc) from None
+        raise
     return path
 
 

@@ -9,37 +9,53 @@ Per round (the schedule is re-read every ``minibatch_repeats`` minibatches, as t
         G step
     tick bookkeeping: log line, stats, grids, checkpoints, metrics
 
-Randomness: every rank draws the latents and the penalty's mixing factors u for the GLOBAL minibatch
-from one shared generator on the training device (inside the step, so CUDA graphs replay the draw; on
-CPU the same numbers as a CPU-side draw) and keeps its own slice (rank r takes samples r, r + W, ...:
-the same samples the data loader gives rank r), so a W-process run sees the same numbers as a 1-process
-run.
-Mirror coins come from a per-rank CPU generator. All generator states, the global RNGs and the data
-loader position are in every checkpoint; checkpoints are taken between rounds only, so a resumed run
-continues exactly where the interrupted one was.
+Randomness: ``--seed`` determines everything. torch's, numpy's and Python's global RNGs are seeded from
+it, and every rank draws the latents and the penalty's mixing factors u (from a generator on the training device, inside the
+step, so CUDA graphs replay the draw; on CPU the same numbers as a CPU-side draw) and the mirror coins
+(a CPU generator) for the GLOBAL minibatch from generators identical on every rank and keeps its own slice (rank r takes samples
+r, r + W, ...: the same samples the data loader gives rank r; the loader's order is global too), so a
+W-process run sees the same numbers as a 1-process run, and a run resumed on another world size
+continues the same sequence. The generator states, the global RNGs and the data loader position are
+stored once per checkpoint (they are the same on every rank); checkpoints are taken between rounds
+only, so a resumed run continues exactly where the interrupted one was.
+
+Wall-clock time is not in checkpoints (so the same command writes byte-identical checkpoint files):
+a resumed run takes its elapsed time from the last tick of ``stats.jsonl`` at or before the checkpoint.
+
+Run directory: a new run refuses an ``--out`` that holds another run's files unless ``overwrite`` (then
+those files are deleted first) or a resume of that run. SIGTERM (preemption, ``torchrun`` stopping the
+job) makes the loop finish its current round, write a checkpoint and raise Interrupted: the delay is at
+most one round (``minibatch_repeats`` minibatches) plus one checkpoint write.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import random
+import shutil
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from fastprogan.training import checkpoint as ckpt
 from fastprogan.training import distributed as dist_utils
 from fastprogan.training.config import TrainingConfig
 from fastprogan.training.ema import make_ema
-from fastprogan.training.errors import ConfigError, NonFiniteError
+from fastprogan.training.errors import ConfigError, Interrupted, NonFiniteError, output_error
 from fastprogan.training.feedback import Feedback, peak_memory_gib, write_json
 from fastprogan.training.graphs import PhaseRunner, StepStats, resolve_cuda_graphs
 from fastprogan.training.images import render, save_grid
 from fastprogan.training.networks import build_discriminator, build_generator
 from fastprogan.training.precision import configure_tf32, resolve_precision
-from fastprogan.training.schedule import TrainingPhase, schedule_at
+from fastprogan.training.schedule import TrainingPhase, minibatch_for, schedule_at
 from fastprogan.training.steps import StepContext, discriminator_step, generator_step, make_optimizer
 
 # Settings that may change when resuming (they do not change the training arithmetic).
@@ -62,6 +78,61 @@ RESUME_OVERRIDABLE = frozenset(
         "cuda_graphs",
     }
 )
+
+# What a run writes into its directory (``--overwrite`` deletes exactly these; OUT/dataset, the embedded
+# default dataset, is kept: it is rebuilt identically anyway).
+RUN_FILES = ("config.json", "log.txt", "stats.jsonl", "reals.png", "grid-latest.png")
+RUN_GLOBS = ("checkpoint-*.pt", "grid-*.png", ".*.tmp-*", "metrics*.json")
+RUN_DIRS = ("tensorboard",)
+
+
+def run_files(run_dir: Path) -> list[Path]:
+    """The files and directories of a training run found in ``run_dir`` (empty when there is none)."""
+    if not run_dir.is_dir():
+        return []
+    found = {run_dir / n for n in (*RUN_FILES, *RUN_DIRS) if (run_dir / n).exists()}
+    for pattern in RUN_GLOBS:
+        found.update(run_dir.glob(pattern))
+    return sorted(found)
+
+
+def stored_data_path(data: str | None, run_dir: Path) -> str | None:
+    """``data`` as stored in config.json and checkpoints: relative to the run directory when it lies
+    inside it (so the directory can be moved), else absolute (so it does not depend on the cwd)."""
+    if data is None:
+        return None
+    path, base = Path(data).resolve(), run_dir.resolve()
+    if path == base or base in path.parents:
+        return path.relative_to(base).as_posix()
+    return str(path)
+
+
+def resolve_stored_data(data: str | None, run_dir: Path) -> str | None:
+    """Inverse of :func:`stored_data_path` for a checkpoint in ``run_dir``. A relative path is tried
+    against the run directory first, then (older builds stored it as given) against the cwd."""
+    if data is None or Path(data).is_absolute():
+        return data
+    inside = run_dir / data
+    if inside.exists() or not Path(data).exists():
+        return str(inside.resolve())
+    return str(Path(data).resolve())
+
+
+def elapsed_from_stats(run_dir: Path, nimg: int) -> float:
+    """Seconds of training before ``nimg``: time_s of the last tick at or before it in stats.jsonl."""
+    elapsed = 0.0
+    try:
+        lines = (run_dir / "stats.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return elapsed
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        if "time_s" in entry and round(float(entry.get("kimg", 0)) * 1000) <= nimg:
+            elapsed = float(entry["time_s"])
+    return elapsed
 
 
 def open_training_data(config: TrainingConfig, run_dir: Path):
@@ -91,6 +162,11 @@ def open_training_data(config: TrainingConfig, run_dir: Path):
     missing = [r for r in needed if r not in set(dataset.resolutions)]
     if missing:
         raise ConfigError(f"dataset {path} lacks the resolution level(s) {missing} that training needs")
+    for r in needed:  # open every level now (a missing, truncated or corrupt file fails here, not mid-run)
+        try:
+            dataset.images(r)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"dataset {path}: {exc}") from None
     if config.resolution is None:
         config = config.replace(resolution=resolution)
     return dataset, config
@@ -98,8 +174,15 @@ def open_training_data(config: TrainingConfig, run_dir: Path):
 
 class Trainer:
     """One training run in ``run_dir``. ``Trainer(run_dir, config).run()``; to resume, pass
-    ``resume="latest"`` or a checkpoint path (the run's config then comes from the checkpoint, with
-    ``overrides`` of the RESUME_OVERRIDABLE fields applied)."""
+    ``resume="latest"``, ``"auto"`` (latest if there is a checkpoint, else a new run from ``config``)
+    or a checkpoint path (the run's config then comes from the checkpoint, with ``overrides`` applied:
+    RESUME_OVERRIDABLE fields may change, others only be repeated with the run's own values).
+
+    A new run refuses a ``run_dir`` holding another run's files (ConfigError naming ``--resume`` and
+    ``--overwrite``) unless ``overwrite=True``, which deletes them first. Every check that can be made
+    before training (run directory writable, dataset levels readable, minibatches fit the dataset and
+    the minibatch-stddev groups) is made in the constructor. ``run()`` raises Interrupted after
+    writing a checkpoint when the process gets SIGTERM."""
 
     def __init__(
         self,
@@ -111,6 +194,7 @@ class Trainer:
         device: str | None = None,
         progress: bool = True,
         env: dist_utils.DistEnv | None = None,
+        overwrite: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.env = env or dist_utils.env_from_torchrun()
@@ -119,23 +203,44 @@ class Trainer:
             raise ConfigError(f"device {device}: CUDA is not available")
 
         state = None
-        if resume is not None:
-            path = ckpt.resolve_resume(resume, self.run_dir)
+        # "auto": resume when the run directory has a checkpoint, else start (torchrun --max-restarts).
+        # Every rank resolves it before joining the process group, so no rank can see a checkpoint
+        # written by this job: they all find the same file.
+        path = ckpt.resolve_resume(resume, self.run_dir) if resume is not None else None
+        self.data_note = ""
+        if path is not None:
             state = ckpt.load_checkpoint(path)
-            changed = sorted(set(overrides or {}) - RESUME_OVERRIDABLE)
+            stored = dict(state["config"])
+            stored["data"] = resolve_stored_data(stored.get("data"), path.parent)
+            given = {k: v for k, v in (overrides or {}).items() if not (k == "data" and v is None)}
+            if "data" in given:
+                given["data"] = str(Path(given["data"]).resolve())
+                self.data_note = "from --data"
+            else:
+                self.data_note = f"from {path.name}"
+            before = TrainingConfig.from_dict(stored)
+            config = TrainingConfig.from_dict({**stored, **given})
+            # A setting given again with the run's own value is no change (--resume auto repeats the
+            # whole command line on every restart).
+            changed = sorted(
+                k for k in given if k not in RESUME_OVERRIDABLE and getattr(config, k) != getattr(before, k)
+            )
             if changed:
                 raise ConfigError(
                     f"cannot change {', '.join(changed)} when resuming (the run's config comes from "
                     f"{path.name}); only {', '.join(sorted(RESUME_OVERRIDABLE))} may change"
                 )
-            config = TrainingConfig.from_dict({**state["config"], **(overrides or {})})
             self.resumed_from: Path | None = path
         else:
             if config is None:
                 raise ConfigError("a config is needed for a new run")
             if overrides:
                 config = config.replace(**overrides)
+            if config.data is not None:  # absolute: the run must not depend on the working directory
+                config = config.replace(data=str(Path(config.data).resolve()))
             self.resumed_from = None
+        if self.env.is_main:
+            self._prepare_run_dir(config, resume, overwrite)
         if config.metrics:
             try:
                 from fastprogan.metrics import evaluate  # noqa: F401 - fail now, not at the first tick
@@ -151,6 +256,7 @@ class Trainer:
                 f"{path.name} holds {state['meta']['num_channels']}-channel networks, dataset {cfg.data} has "
                 f"{self.num_channels}-channel images: resume with a dataset of the same channel count"
             )
+        self._check_batches_fit()
 
         if self.device.type == "cpu" and cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
@@ -159,8 +265,12 @@ class Trainer:
             configure_tf32(cfg.allow_tf32)
         dist_utils.init_process_group(self.env, self.device)
 
-        # Networks: identical on every rank (same seed, then rank 0's broadcast).
+        # Networks: identical on every rank (same seed, then rank 0's broadcast). numpy's and Python's
+        # global RNGs are seeded too: nothing here draws from them, but user code and libraries may,
+        # and their states go into checkpoints, which must be the same bytes for the same command.
         torch.manual_seed(cfg.seed)
+        np.random.seed(cfg.seed % 2**32)  # noqa: NPY002 - the legacy global state is the one to seed
+        random.seed(cfg.seed)
         self.G = build_generator(cfg, self.num_channels, self.policy.pixelnorm_eps).to(self.device)
         self.D = build_discriminator(cfg, self.num_channels).to(self.device)
         dist_utils.broadcast_parameters(self.G, self.env)
@@ -185,8 +295,8 @@ class Trainer:
         self.generators = {
             # Shared by all ranks: global-batch latents and mixing factors, drawn on the device, sliced per rank.
             "shared": torch.Generator(device=self.device).manual_seed(cfg.seed),
-            # Per rank: mirror coins.
-            "mirror": torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7919 * (self.env.rank + 1)),
+            # Shared by all ranks too: mirror coins for the global minibatch, sliced per rank.
+            "mirror": torch.Generator().manual_seed(cfg.seed * 1_000_003 + 7919),
         }
 
         # Progress (all of it goes into checkpoints).
@@ -202,6 +312,8 @@ class Trainer:
         self._loader_state: dict[str, Any] | None = None
         self.last_checkpoint: Path | None = None
         self.last_checkpoint_nimg = -1
+        self._round_phase: TrainingPhase | None = None  # the schedule the last round trained at
+        self._stop_signal: int | None = None
         if state is not None:
             self._load_state(state)
 
@@ -232,6 +344,73 @@ class Trainer:
             opt.state.clear()
         self._runner = None
 
+    def _prepare_run_dir(self, config: TrainingConfig, resume: str | None, overwrite: bool) -> None:
+        """Refuse an ``--out`` holding another run (unless ``overwrite``: delete its files), create the
+        directory and prove it is writable, all before any training compute (rank 0)."""
+        d = self.run_dir
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"--out {d}: exists and is not a directory; pass another --out")
+        resuming_here = self.resumed_from is not None and self.resumed_from.parent.resolve() == d.resolve()
+        if overwrite and resuming_here:
+            raise ConfigError(
+                f"--overwrite with --resume {resume} would delete the checkpoint being resumed "
+                f"({self.resumed_from}); drop --overwrite"
+            )
+        # --resume auto without a checkpoint: a restart of this run killed before its first checkpoint
+        # (torchrun --max-restarts); its leftovers are this run's, so they are kept and appended to.
+        restart = resume == "auto" and self.resumed_from is None
+        existing = [] if resuming_here or restart else run_files(d)
+        if existing and not overwrite:
+            names = ", ".join(p.name for p in existing[:3]) + (" ..." if len(existing) > 3 else "")
+            raise ConfigError(
+                f"--out {d} already holds another run ({names}): pass --resume latest to continue "
+                "it, --overwrite to replace it, or another --out"
+            )
+        for p in existing:
+            try:
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            except OSError as exc:
+                raise output_error(p, exc, doing="delete") from None
+        probe = d / f".write-test.tmp-{os.getpid()}"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise output_error(d if not d.is_dir() else probe.parent, exc, doing="write to --out") from None
+
+    def _stored_config(self, config: TrainingConfig | None = None) -> dict[str, Any]:
+        """The config as config.json and checkpoints store it (data path relative to the run dir)."""
+        d = (config or self.config).to_dict()
+        d["data"] = stored_data_path(d["data"], self.run_dir)
+        return d
+
+    def _check_batches_fit(self) -> None:
+        """ConfigError, before any training, when a resolution's minibatch cannot be drawn from the
+        dataset or split into minibatch-stddev groups on this job's processes."""
+        cfg, w, n = self.config, self.env.world_size, self.dataset.num_images
+        first = int(math.log2(cfg.lod_initial_resolution))
+        for res in [2**r for r in range(first, int(math.log2(cfg.resolution)) + 1)]:
+            mb = minibatch_for(cfg, res, w)
+            setting = f"minibatch_dict[{res}]" if res in cfg.minibatch_dict else "minibatch_base"
+            if mb > n:
+                raise ConfigError(
+                    f"the minibatch at {res}px ({setting} = {mb}) is larger than the {n} images of dataset "
+                    f"{cfg.data}: lower it (--minibatch-base, --set minibatch_dict=...) or use a bigger dataset"
+                )
+            per_rank = mb // w
+            group = min(cfg.mbstd_group_size, per_rank)
+            if group > 1 and per_rank % group:
+                raise ConfigError(
+                    f"the minibatch at {res}px ({setting} = {mb}, {per_rank} per process) is not divisible "
+                    f"by the minibatch-stddev group {group} (mbstd_group_size): use a multiple of {group} "
+                    "per process, or change --set mbstd_group_size"
+                )
+
     def _load_state(self, state: dict[str, Any]) -> None:
         self.G.load_state_dict(state["G"])
         self.D.load_state_dict(state["D"])
@@ -245,18 +424,13 @@ class Trainer:
         p = state["progress"]
         self.nimg, self.tick, self.tick_start_nimg = int(p["nimg"]), int(p["tick"]), int(p["tick_start_nimg"])
         self.prev_lod_key = tuple(p["prev_lod_key"]) if p["prev_lod_key"] is not None else None
-        self.elapsed_before = float(p["elapsed_s"])
+        assert self.resumed_from is not None
+        self.elapsed_before = elapsed_from_stats(self.resumed_from.parent, self.nimg)
         self.snapshot_index = int(p["snapshot_index"])
         self.auto_batch = {int(k): int(v) for k, v in state["auto_batch"].items()}
         self._loader_state = state["loader"]
-        rng = state["rng"]
-        if len(rng) != self.env.world_size:
-            raise ConfigError(
-                f"checkpoint was written by {len(rng)} process(es), this job has {self.env.world_size}: "
-                "resume with the same number of processes"
-            )
-        ckpt.restore_rng_state(rng[self.env.rank], self.generators)
-        self.last_checkpoint_nimg = self.nimg
+        ckpt.restore_rng_state(ckpt.rng_state_of(state["rng"], self.resumed_from), self.generators)
+        self.last_checkpoint, self.last_checkpoint_nimg = self.resumed_from, self.nimg
 
     # ---- schedule / data ----------------------------------------------------------------------
     def phase_at(self, nimg: int) -> TrainingPhase:
@@ -283,9 +457,10 @@ class Trainer:
         found = probe_batch_size(
             lambda b: self._probe_step(b, phase), start=start, multiple=group, on_oom=torch.cuda.empty_cache
         )
-        # Every rank must use the same size: take the smallest.
+        # Every rank must use the same size: take the smallest; and the global batch must fit the dataset.
         if self.env.enabled:
             found = min(dist_utils.gather_objects(found, self.env))
+        found = max(1, min(found, self.dataset.num_images // self.env.world_size // group * group))
         self.auto_batch[phase.resolution] = found
         self.feedback_log(f"--batch auto: {found} per GPU at {phase.resolution}px (preset: {start})")
         return found
@@ -349,9 +524,11 @@ class Trainer:
         from fastprogan.data import fade_reals, prepare_reals
 
         batch = next(self.loader)  # uint8 [B, C, R, R]
-        reals = prepare_reals(
-            batch, self.device, mirror=self.config.mirror, generator=self.generators["mirror"]
-        )
+        flip = None
+        if self.config.mirror:  # coins for the global minibatch, this rank's slice
+            coins = torch.rand(phase.minibatch, generator=self.generators["mirror"]) < 0.5  # [N_global]
+            flip = coins[self.env.rank :: self.env.world_size]
+        reals = prepare_reals(batch, self.device, mirror=self.config.mirror, flip=flip)
         return fade_reals(reals, phase.alpha)  # [B, C, R, R] in [-1, 1]
 
     def _phase_runner(self, phase: TrainingPhase) -> PhaseRunner:
@@ -422,11 +599,10 @@ class Trainer:
         """Write a checkpoint (collective: every rank calls it; rank 0 writes) and a grid."""
         if self.nimg == self.last_checkpoint_nimg:
             return self.last_checkpoint
-        rng = dist_utils.gather_objects(ckpt.capture_rng_state(self.generators), self.env)
         path = None
         if self.env.is_main:
             state = {
-                "config": self.config.to_dict(),
+                "config": self._stored_config(),
                 "G": self.G.state_dict(),
                 "D": self.D.state_dict(),
                 "G_ema": self.G_ema.state_dict(),
@@ -439,7 +615,6 @@ class Trainer:
                     "tick": self.tick,
                     "tick_start_nimg": self.tick_start_nimg,
                     "prev_lod_key": list(self.prev_lod_key) if self.prev_lod_key is not None else None,
-                    "elapsed_s": self.elapsed_before + (time.time() - self._t_start),
                     "snapshot_index": self.snapshot_index,
                 },
                 "meta": {
@@ -454,11 +629,13 @@ class Trainer:
                 },
                 "loader": self.loader.state_dict() if self.loader is not None else self._loader_state,
                 "auto_batch": dict(self.auto_batch),
-                "rng": rng,
+                # The same on every rank (all generators are global), so stored once.
+                "rng": ckpt.capture_rng_state(self.generators),
             }
             path = ckpt.save_checkpoint(state, self.run_dir, self.nimg, keep=self.config.keep)
             self.feedback_log(f"checkpoint {path.name} (kimg {self.nimg / 1000:.1f}, lod {phase.lod:.2f})")
             self.write_grid(phase.lod)
+        dist_utils.barrier(self.env)  # a rank stopping (SIGTERM) must not exit before rank 0 wrote it
         self.last_checkpoint, self.last_checkpoint_nimg = path, self.nimg
         return path
 
@@ -484,17 +661,21 @@ class Trainer:
         cfg = self.config
         self._t_start = time.time()
         self.feedback = Feedback(
-            self.run_dir, enabled=self.env.is_main, progress=self.progress, total_kimg=cfg.total_kimg
+            self.run_dir,
+            enabled=self.env.is_main,
+            progress=self.progress,
+            total_kimg=cfg.total_kimg,
+            initial_kimg=self.nimg / 1000,
         )
         if self.env.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.remove_stale_temporaries(self.run_dir)
-            write_json(self.run_dir / "config.json", cfg.to_dict())
+            write_json(self.run_dir / "config.json", self._stored_config())
         self.feedback.open_tensorboard()
         how = f"resumed from {self.resumed_from}" if self.resumed_from else "new run"
+        used = f" ({self.data_note})" if self.data_note else ""
         self.feedback_log(
             f"fastprogan train: {how} in {self.run_dir}; device {self.device}, precision {self.policy.name}, "
-            f"{self.env.world_size} process(es); {self.num_channels} channel(s), dataset {cfg.data} "
+            f"{self.env.world_size} process(es); {self.num_channels} channel(s), dataset {cfg.data}{used} "
             f"({self.dataset.num_images} images)"
         )
         self.feedback_log("config: " + cfg.to_json().replace("\n", "\n  "))
@@ -503,13 +684,23 @@ class Trainer:
                 f"note: preset {cfg.preset} is tuned for {cfg.num_gpus} GPU(s); this job has "
                 f"{self.env.world_size} process(es), each trains on minibatch / {self.env.world_size}"
             )
+        total_nimg = round(cfg.total_kimg * 1000)
+        if self.nimg >= total_nimg:
+            self.feedback_log(
+                f"run already finished: {self.nimg / 1000:g} kimg trained of total_kimg {cfg.total_kimg:g}; "
+                f"nothing to do (its last checkpoint is {self.last_checkpoint}; pass a larger --total-kimg "
+                "to train longer)"
+            )
+            self.feedback.close()
+            return self.last_checkpoint
         if self.nimg == 0:
             self.write_reals_grid()
-        total_nimg = round(cfg.total_kimg * 1000)
         ticks_left = stop_after_ticks
         tick_time = time.time()
+        timed_nimg = self.nimg  # images trained by THIS process since tick_time (not before a resume)
         maintenance_s = 0.0
         phase = self.phase_at(self.nimg)
+        restore_signals = self._catch_sigterm()
         try:
             while self.nimg < total_nimg:
                 phase = self.phase_at(self.nimg)
@@ -520,6 +711,7 @@ class Trainer:
                 if cfg.reset_opt_for_new_lod and key != self.prev_lod_key:
                     self._reset_optimizers()
                 self.prev_lod_key = key
+                self._round_phase = phase
                 self._ensure_loader(phase)
                 for opt in (self.opt_G, self.opt_D):
                     for group in opt.param_groups:
@@ -530,6 +722,7 @@ class Trainer:
                 if scale_before is not None:  # fp16: the GradScaler syncs anyway; check every round
                     self._check_fp16_round(phase, scale_before)
                 self.feedback.advance(self.nimg / 1000)
+                self._stop_if_signalled(phase)
 
                 done = self.nimg >= total_nimg
                 period = cfg.snapshot_kimg
@@ -545,7 +738,7 @@ class Trainer:
                     self.tick += 1
                     now = time.time()
                     sec_per_tick = now - tick_time
-                    tick_kimg = (self.nimg - self.tick_start_nimg) / 1000
+                    timed_kimg = (self.nimg - timed_nimg) / 1000
                     if self.device.type == "cuda":
                         torch.cuda.synchronize(self.device)
                     stats = {
@@ -556,12 +749,15 @@ class Trainer:
                         "minibatch": phase.minibatch,
                         "time_s": self.elapsed_before + (now - self._t_start),
                         "sec_per_tick": sec_per_tick,
-                        "sec_per_kimg": sec_per_tick / max(tick_kimg, 1e-9),
-                        "images_per_s": tick_kimg * 1000 / max(sec_per_tick, 1e-9),
+                        "sec_per_kimg": sec_per_tick / max(timed_kimg, 1e-9),
+                        "images_per_s": timed_kimg * 1000 / max(sec_per_tick, 1e-9),
                         "maintenance_s": maintenance_s,
                         "peak_mem_gib": peak_memory_gib(self.device.type),
                         **means,
                     }
+                    # Before the checkpoint, so it stores the NEXT tick's start (a resumed run then
+                    # ticks where the uninterrupted one does).
+                    self.tick_start_nimg = self.nimg
                     self.feedback.tick(stats)
                     self._check_weights(phase)
                     snap = cfg.snapshot_ticks and self.tick % cfg.snapshot_ticks == 0
@@ -573,8 +769,7 @@ class Trainer:
                         self.run_metrics(phase)
                     if self.device.type == "cuda":
                         torch.cuda.reset_peak_memory_stats(self.device)
-                    self.tick_start_nimg = self.nimg
-                    tick_time = time.time()
+                    tick_time, timed_nimg = time.time(), self.nimg
                     maintenance_s = tick_time - t0
                     if ticks_left is not None:
                         ticks_left -= 1
@@ -588,16 +783,57 @@ class Trainer:
                 self.feedback_log(
                     f"done: {self.nimg / 1000:.1f} kimg; last checkpoint {self.last_checkpoint}"
                 )
+        except KeyboardInterrupt:
+            self.feedback_log(
+                f"interrupted (Ctrl-C) at kimg {self.nimg / 1000:.3f}; the newest checkpoint is "
+                f"{self.last_checkpoint}; continue with --resume latest"
+            )
+            raise
         finally:
+            restore_signals()
             self.feedback.close()
             if self.loader is not None:
                 self.loader.close()
         return self.last_checkpoint
 
     def _phase_before(self, phase: TrainingPhase) -> TrainingPhase:
-        """The schedule as the previous round saw it (for an end-of-phase checkpoint's meta)."""
-        back = max(self.nimg - 1, 0)
-        return self.phase_at(back)
+        """The schedule the last round trained at (for an end-of-phase checkpoint's meta: its lod is
+        the lod of the weights). Reading the schedule at ``nimg - 1`` instead would give the next
+        phase's lod whenever a round ends past the phase boundary."""
+        return self._round_phase if self._round_phase is not None else self.phase_at(max(self.nimg - 1, 0))
+
+    # ---- signals ------------------------------------------------------------------------------
+    def _catch_sigterm(self):
+        """Turn SIGTERM into a flag the loop reads between rounds; returns the undo function. A second
+        SIGTERM while stopping restores the default action (immediate exit)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None  # signal handlers can only be installed from the main thread
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, _frame):
+            if self._stop_signal is not None:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+            self._stop_signal = signum
+
+        signal.signal(signal.SIGTERM, handler)
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def _stop_if_signalled(self, phase: TrainingPhase) -> None:
+        """After a round: if any rank got SIGTERM, every rank checkpoints and raises Interrupted."""
+        signum = self._stop_signal or 0
+        if self.env.enabled:  # agree on it (one tiny all-reduce per round), so all ranks stop together
+            signum = int(dist_utils.all_reduce_max(torch.tensor([signum], device=self.device), self.env))
+        if not signum:
+            return
+        path = self.checkpoint(phase)
+        name = signal.Signals(signum).name
+        message = (
+            f"interrupted by {name} at kimg {self.nimg / 1000:.3f}: wrote checkpoint {path}; continue with "
+            "--resume latest (or --resume auto)"
+        )
+        self.feedback_log(message)
+        raise Interrupted(message, 128 + signum)
 
     def _train_round(self, phase: TrainingPhase) -> None:
         """``minibatch_repeats`` x (``d_repeats`` D steps + EMA, one G step), eager or CUDA-graph replayed

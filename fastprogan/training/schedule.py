@@ -45,6 +45,15 @@ class TrainingPhase:
         return self.alpha < 1.0
 
 
+def minibatch_for(config: TrainingConfig, resolution: int, num_gpus: int) -> int:
+    """The total minibatch at ``resolution`` for ``num_gpus`` processes (a multiple of it)."""
+    minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
+    minibatch -= minibatch % num_gpus
+    if minibatch < 1:
+        raise ConfigError(f"minibatch at {resolution}px is smaller than the {num_gpus} processes")
+    return minibatch
+
+
 def schedule_at(config: TrainingConfig, nimg: int, num_gpus: int | None = None) -> TrainingPhase:
     """The official schedule at ``nimg`` images shown, for ``num_gpus`` (default: the config's)."""
     if config.resolution is None:
@@ -60,10 +69,7 @@ def schedule_at(config: TrainingConfig, nimg: int, num_gpus: int | None = None) 
         lod -= max(phase_kimg - config.lod_training_kimg, 0.0) / config.lod_transition_kimg
     lod = max(lod, 0.0)
     resolution = 2 ** (res_log2 - math.floor(lod))
-    minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
-    minibatch -= minibatch % gpus
-    if minibatch < 1:
-        raise ConfigError(f"minibatch at {resolution}px is smaller than the {gpus} processes")
+    minibatch = minibatch_for(config, resolution, gpus)
     return TrainingPhase(
         kimg=kimg,
         lod=lod,
