@@ -77,7 +77,7 @@ def _assert_same_training(a, b):
         for name in ta:
             assert torch.equal(ta[name], tb[name]), f"{part}.{name} differs between graphs and eager"
     # The shared generator advanced exactly as in the eager run (the draws happen inside the steps).
-    ga, gb = a["rng"][0]["generators"], b["rng"][0]["generators"]
+    ga, gb = a["rng"]["generators"], b["rng"]["generators"]
     assert ga.keys() == gb.keys() and all(torch.equal(ga[k], gb[k]) for k in ga)
 
 

@@ -15,6 +15,7 @@ import torch
 from fastprogan.cli import main
 from fastprogan.training import checkpoint as ckpt
 from fastprogan.training.feedback import Feedback
+from fastprogan.training.images import GRID_PAD
 from fastprogan.training.loop import Trainer
 from tests.training.helpers import tiny_cli_args, tiny_config
 
@@ -71,7 +72,8 @@ def test_end_of_phase_checkpoint_records_the_trained_lod(default_dataset, tmp_pa
     assert (meta["lod"], meta["resolution"]) == (2.0, 4)
     from PIL import Image
 
-    assert Image.open(tmp_path / "grid-0000.128.png").size == (16, 16)  # 4x4 grid of 4px images
+    side = 4 * 4 + 3 * GRID_PAD  # a 4x4 grid of 4px images, GRID_PAD px between cells
+    assert Image.open(tmp_path / "grid-0000.128.png").size == (side, side)
 
 
 # ---- 3. relocatable run directories ------------------------------------------------------------------
