@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan import ops
+from fastprogan.ops.conv2d_downscale import downscale_path
+from fastprogan.ops.upscale_conv2d import upscale_path
 from fastprogan.tools import traffic as T
 
 CUDA = torch.cuda.is_available()
@@ -236,3 +238,105 @@ def test_op(benchmark, op, resolution, dtype_name, mode, provider):
             "peak_mem_mb": peak_mb,
         }
     )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Interleaved CPU sweeps (plain script, not pytest): `python benchmarks/bench_ops.py --help`
+
+
+def auto_path(op: str, n: int, c_in: int, c_out: int, h: int, w: int) -> str:
+    """The path impl="auto" runs for this resampling conv on this machine's device."""
+    if op == "upscale_conv2d":
+        return upscale_path(n, c_in, c_out, h, w, DEVICE)
+    return downscale_path(n, h, w, DEVICE)
+
+
+def _timed(fn, *args) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    y = fn(*args)
+    y.backward(torch.ones_like(y))
+    return time.perf_counter() - t0
+
+
+def sweep_thresholds(channels: int, pixels: list[int], rounds: int) -> list[dict]:
+    """Fused / ref forward+backward time of both resampling convs, interleaved, per N*H*W."""
+    import statistics
+
+    rows = []
+    for p in pixels:
+        side = 8 if p <= 1024 else 16  # ProGAN's mid stages; N*H*W is what the rule looks at
+        n = max(1, p // (side * side))
+        for op, fn in (("upscale_conv2d", ops.upscale_conv2d), ("conv2d_downscale", ops.conv2d_downscale)):
+            x = torch.randn(n, channels, side, side, requires_grad=True)
+            w = torch.randn(channels, channels, 3, 3, requires_grad=True)
+            times: dict[str, list[float]] = {"fused": [], "ref": []}
+            for i in range(rounds + 1):  # round 0 warms up
+                for impl in ("fused", "ref") if i % 2 else ("ref", "fused"):
+                    t = _timed(lambda a, b, impl=impl, fn=fn: fn(a, b, impl=impl), x, w)
+                    if i:
+                        times[impl].append(t)
+            ratios = [f / r for f, r in zip(times["fused"], times["ref"])]
+            row = {
+                "op": op,
+                "channels": channels,
+                "n_h_w": n * side * side,
+                "shape": f"{n}x{channels}x{side}x{side}",
+                "fused_ms": round(statistics.median(times["fused"]) * 1e3, 1),
+                "ref_ms": round(statistics.median(times["ref"]) * 1e3, 1),
+                "fused/ref": round(statistics.median(ratios), 2),
+                "auto": auto_path(op, n, channels, channels, side, side),
+            }
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
+def sweep_weight_build(channels: int, rounds: int) -> None:
+    """The 4x4 construction alone, forward and forward+backward: today's Function vs the box-filter conv."""
+    import statistics
+    import time
+
+    from fastprogan.ops.resample_weight import four_shift_sum
+
+    def box_conv(w: torch.Tensor) -> torch.Tensor:  # the previous construction, for the ratio only
+        c_out, c_in = w.shape[:2]
+        box = torch.ones(1, 1, 2, 2, dtype=w.dtype)
+        return F.conv2d(w.reshape(c_out * c_in, 1, 3, 3), box, padding=1).reshape(c_out, c_in, 4, 4)
+
+    w = torch.randn(channels, channels, 3, 3, requires_grad=True)
+    res: dict[str, list[list[float]]] = {"box-filter conv": [[], []], "pad + shifted slices": [[], []]}
+    for i in range(rounds + 1):
+        for name, f in (("box-filter conv", box_conv), ("pad + shifted slices", four_shift_sum)):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                f(w)
+            t1 = time.perf_counter()
+            y = f(w)
+            y.backward(torch.ones_like(y))
+            t2 = time.perf_counter()
+            if i:
+                res[name][0].append(t1 - t0)
+                res[name][1].append(t2 - t1)
+    for name, (fw, fb) in res.items():
+        print(
+            f"{name}: {channels}x{channels} forward {statistics.median(fw) * 1e3:.1f} ms, "
+            f"forward+backward {statistics.median(fb) * 1e3:.1f} ms (median of {rounds})"
+        )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Interleaved CPU sweeps of the fused-resampling convs.")
+    ap.add_argument("--thresholds", action="store_true", help="fused/ref time per N*H*W, both ops")
+    ap.add_argument("--weight-build", action="store_true", help="the 4x4 weight construction alone")
+    ap.add_argument("--channels", type=int, default=256)
+    ap.add_argument("--pixels", default="64,128,256,512,1024,2048,4096")
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    if args.weight_build:
+        sweep_weight_build(args.channels, args.rounds)
+    if args.thresholds:
+        sweep_thresholds(args.channels, [int(p) for p in args.pixels.split(",")], args.rounds)

@@ -5,33 +5,198 @@ kernel is the sum of the 3x3 kernel zero-padded to 5x5 and taken at its four 4x4
 followed by 2x2 average pooling equals one stride-2 conv with the same sum times 0.25. Both do 16
 instead of 36 multiply-adds per (input pixel x channel pair): 0.44x the FLOPs.
 
-The 4-shift sum is a 2x2 box filter over the zero-padded kernel, so it is built with one conv2d (one
-read of the 3x3 weights, one write of the 4x4), which keeps every derivative order available.
+Construction: a pad and two separable shifted-slice adds (rows, then columns), inside an autograd
+Function whose backward is the adjoint, the "valid" 2x2 box sum of the incoming 4x4 gradient down to
+3x3, itself a Function whose backward is the padded sum again: every derivative order is available
+and each one costs one small elementwise pass. The previous construction was a box-filter conv2d over
+a [C_out*C_in, 1, 3, 3] tensor. Measured interleaved for a 512x512 layer, fp32, 2 threads
+(``python benchmarks/bench_ops.py --weight-build``): conv 446-668 ms forward / 895-1426 ms
+forward+backward; plain pad + slices with autograd's own backward 75-181 / 249-459 ms; this Function
+56-112 / 178-205 ms (the machine was shared; the ratios held across runs). Values equal the conv's up
+to fp32 rounding (tests/ops/test_resample_weight.py: fp64 within 1e-12).
+
+Caching: inside :func:`fused_weight_cache` (the training steps enter it around each step's forwards
+and backward) the 4x4 weight built from one weight tensor is reused by later forwards of that scope,
+so that the discriminator step's three forwards (reals, fakes, the penalty's mixed images) build it
+once and accumulate into one autograd graph. It is served again only when all of these still hold:
+the same tensor object (held by weak reference, so a recycled ``id`` cannot match), the same
+``_version`` (an in-place update, such as a foreach/for-loop optimizer step, an EMA ``lerp_`` or
+``load_state_dict``, bumps it), dtype, device, scale, grad mode and ``requires_grad``, inference mode,
+and no backward has yet run through it (a tensor hook marks it used: after that its graph may be
+freed). Fused optimizers (``Adam(fused=True)``) update parameters without bumping ``_version``
+(measured, torch 2.13), so a scope must never contain an optimizer step; leaving the scope drops every
+entry, so nothing outlives one step. Outside a scope nothing is cached. The cache is off while
+``torch.compile`` traces and during CUDA graph capture. It hits only when the caller passes the same
+tensor to every forward (for example the parameter itself, with the equalized-LR factor given as
+``scale``); a freshly computed ``param * c`` is a new tensor each call and never hits.
 """
 
 from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 
+def _padded_box_sum(w: torch.Tensor) -> torch.Tensor:
+    """[..., 3, 3] -> [..., 4, 4]: the zero-padded kernel's four 4x4 shifts, summed (separably)."""
+    p = F.pad(w, (1, 1, 1, 1))  # [..., 5, 5]
+    rows = p[..., 1:, :] + p[..., :-1, :]  # [..., 4, 5]
+    return rows[..., 1:] + rows[..., :-1]  # [..., 4, 4]
+
+
+def _valid_box_sum(g: torch.Tensor) -> torch.Tensor:
+    """[..., 4, 4] -> [..., 3, 3]: the adjoint of :func:`_padded_box_sum` (2x2 box sum, no padding)."""
+    rows = g[..., 1:, :] + g[..., :-1, :]  # [..., 3, 4]
+    return rows[..., 1:] + rows[..., :-1]  # [..., 3, 3]
+
+
+class _PaddedBoxSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _padded_box_sum(w)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _ValidBoxSum.apply(g)  # differentiable: double backward is _PaddedBoxSum again
+
+
+class _ValidBoxSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _valid_box_sum(g)
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _PaddedBoxSum.apply(g)
+
+
 def four_shift_sum(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """[C_out, C_in, 3, 3] -> [C_out, C_in, 4, 4]: ``scale`` x the sum of the padded kernel's 4 shifts."""
-    c_out, c_in, kh, kw = weight.shape
-    box = torch.full((1, 1, 2, 2), scale, dtype=weight.dtype, device=weight.device)
-    w = weight.reshape(c_out * c_in, 1, kh, kw)
-    return F.conv2d(w, box, padding=1).reshape(c_out, c_in, kh + 1, kw + 1)
+    """[C_out, C_in, 3, 3] -> [C_out, C_in, 4, 4]: ``scale`` x the sum of the padded kernel's 4 shifts.
+
+    The scale multiplies the 3x3 kernel (9 instead of 16 elements per channel pair).
+    """
+    if tuple(weight.shape[-2:]) != (3, 3):
+        raise ValueError(f"four_shift_sum: weight must end in 3x3, got {tuple(weight.shape)}")
+    if scale != 1.0:
+        weight = weight * scale
+    return _PaddedBoxSum.apply(weight)
 
 
-def upscale_conv_weight(weight: torch.Tensor) -> torch.Tensor:
-    """3x3 conv weight [C_out, C_in, 3, 3] -> conv_transpose2d weight [C_in, C_out, 4, 4].
+def _build_upscale(weight: torch.Tensor, scale: float) -> torch.Tensor:
+    # Transpose and flip the 3x3 kernel (9 elements per pair instead of 16): the pad inside the sum
+    # writes a contiguous [C_in, C_out, 5, 5], so the result has the layout conv_transpose2d reads.
+    return four_shift_sum(weight.transpose(0, 1).flip((2, 3)), scale)  # [C_in, C_out, 4, 4]
+
+
+def _build_downscale(weight: torch.Tensor, scale: float) -> torch.Tensor:
+    return four_shift_sum(weight, 0.25 * scale)
+
+
+def upscale_conv_weight(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """3x3 conv weight [C_out, C_in, 3, 3] -> conv_transpose2d weight [C_in, C_out, 4, 4] (x ``scale``).
 
     PyTorch's transposed conv correlates with the spatially flipped kernel, so the 3x3 kernel is
     flipped first (the box filter is symmetric, so flipping before or after the sum is the same).
+    Served from :func:`fused_weight_cache` when one is active and the entry is still valid.
     """
-    return four_shift_sum(weight.flip((2, 3))).transpose(0, 1)
+    return _cached("up", weight, scale, _build_upscale)
 
 
-def downscale_conv_weight(weight: torch.Tensor) -> torch.Tensor:
-    """3x3 conv weight [C_out, C_in, 3, 3] -> stride-2 conv2d weight [C_out, C_in, 4, 4] (x0.25)."""
-    return four_shift_sum(weight, 0.25)
+def downscale_conv_weight(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """3x3 conv weight [C_out, C_in, 3, 3] -> stride-2 conv2d weight [C_out, C_in, 4, 4] (x0.25 x ``scale``).
+
+    Served from :func:`fused_weight_cache` when one is active and the entry is still valid.
+    """
+    return _cached("down", weight, scale, _build_downscale)
+
+
+# ---- the per-step cache ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Entry:
+    source: weakref.ref  # the weight tensor the value was built from
+    key: tuple  # version, dtype, device, scale, needs_grad, inference mode
+    value: torch.Tensor  # [.., .., 4, 4]
+    used_by_backward: bool = False
+
+
+class _Store:
+    """The entries of one active scope: at most one per (weight tensor, kind, needs_grad)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[int, str, bool], _Entry] = {}
+        self.builds = 0  # constructions run in this scope (tests and benchmarks read it)
+        self.hits = 0
+
+
+_STACK: list[_Store] = []
+
+
+@contextlib.contextmanager
+def fused_weight_cache() -> Iterator[_Store]:
+    """Reuse each 4x4 fused weight across the forwards of one training step (module docstring).
+
+    Nested scopes share the outermost store; leaving the outermost scope drops every entry. Never put
+    an optimizer step inside: fused optimizers change parameters without bumping ``_version``.
+    """
+    if _STACK:
+        yield _STACK[-1]
+        return
+    store = _Store()
+    _STACK.append(store)
+    try:
+        yield store
+    finally:
+        _STACK.pop()
+        store.entries.clear()
+
+
+def _cache_disabled() -> bool:
+    compiling = getattr(torch.compiler, "is_compiling", None)
+    if compiling is not None and compiling():
+        return True
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
+def _drop(store: _Store, slot: tuple[int, str, bool]) -> None:
+    # The source tensor died (e.g. a per-call ``param * c``): its value can never be served again.
+    entry = store.entries.get(slot)
+    if entry is not None and entry.source() is None:
+        del store.entries[slot]
+
+
+def _cached(kind: str, weight: torch.Tensor, scale: float, build) -> torch.Tensor:
+    if _cache_disabled() or not _STACK:  # is_compiling first: Dynamo then never guards on _STACK
+        return build(weight, scale)
+    store = _STACK[-1]
+    needs_grad = torch.is_grad_enabled() and weight.requires_grad
+    slot = (id(weight), kind, needs_grad)
+    key = (
+        weight._version,
+        weight.dtype,
+        weight.device,
+        tuple(weight.shape),
+        float(scale),
+        torch.is_inference_mode_enabled(),
+    )
+    entry = store.entries.get(slot)
+    if entry is not None and entry.source() is weight and entry.key == key and not entry.used_by_backward:
+        store.hits += 1
+        return entry.value
+    value = build(weight, scale)
+    store.builds += 1
+    entry = _Entry(weakref.ref(weight, lambda _, slot=slot: _drop(store, slot)), key, value)
+    if value.requires_grad:
+        # The first backward through the value may free its graph: never serve it after that.
+        def mark_used(grad: torch.Tensor, entry: _Entry = entry) -> None:
+            entry.used_by_backward = True
+
+        value.register_hook(mark_used)
+    store.entries[slot] = entry
+    return value
