@@ -5,18 +5,26 @@ kernel is the sum of the 3x3 kernel zero-padded to 5x5 and taken at its four 4x4
 followed by 2x2 average pooling equals one stride-2 conv with the same sum times 0.25. Both do 16
 instead of 36 multiply-adds per (input pixel x channel pair): 0.44x the FLOPs.
 
-Construction: a pad and two separable shifted-slice adds (rows, then columns), inside an autograd
-Function whose backward is the adjoint, the "valid" 2x2 box sum of the incoming 4x4 gradient down to
-3x3, itself a Function whose backward is the padded sum again: every derivative order is available
-and each one costs one small elementwise pass. The previous construction was a box-filter conv2d over
-a [C_out*C_in, 1, 3, 3] tensor. Measured interleaved for a 512x512 layer, fp32, 2 threads
-(``python benchmarks/bench_ops.py --weight-build``): conv 446-668 ms forward / 895-1426 ms
-forward+backward; plain pad + slices with autograd's own backward 75-181 / 249-459 ms; this Function
-56-112 / 178-205 ms (the machine was shared; the ratios held across runs). Values equal the conv's up
-to fp32 rounding (tests/ops/test_resample_weight.py: fp64 within 1e-12).
+Construction: the sum of the four shifts is linear in the 3x3 kernel, so it is one GEMM of the
+[A*B, 9] kernels with a constant [9, 16] 0/1 shift matrix (:func:`shift_matrix`, built on the device;
+the flip of the transposed conv and the scale are folded into it). A GEMM has every derivative order
+natively (its backward is the GEMM with the transposed matrix) and moves 9 + 16 elements per channel
+pair. Measured interleaved for a 512x512 layer, fp32, 2 threads, on a shared 2-core machine
+(``python benchmarks/bench_ops.py --weight-build --channels 512``; medians of 5, one process):
 
-Caching: inside :func:`fused_weight_cache` (the training steps enter it around each step's forwards
-and backward) the 4x4 weight built from one weight tensor is reused by later forwards of that scope,
+| construction | forward | forward+backward |
+|---|---|---|
+| box-filter conv2d over [C_out*C_in, 1, 3, 3] (before) | 1482 ms | 4006 ms |
+| pad + four shifted slices (autograd's backward) | 452 ms | 1740 ms |
+| this GEMM | 82 ms | 297 ms |
+
+(absolute numbers drift 3x with the machine's load; the ratios, 18x and 13x, are the result).
+Values equal the conv's up to fp32 rounding (fp64 within 1e-12:
+tests/ops/test_resample_weight.py). With TF32 allowed on a GPU (``--allow-tf32``) the GEMM rounds
+the kernel to TF32 as the conv itself then does.
+
+Caching: inside :func:`fused_weight_cache` (meant to wrap one training step's forwards and
+backward) the 4x4 weight built from one weight tensor is reused by later forwards of that scope,
 so that the discriminator step's three forwards (reals, fakes, the penalty's mixed images) build it
 once and accumulate into one autograd graph. It is served again only when all of these still hold:
 the same tensor object (held by weak reference, so a recycled ``id`` cannot match), the same
@@ -39,69 +47,53 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 
-def _padded_box_sum(w: torch.Tensor) -> torch.Tensor:
-    """[..., 3, 3] -> [..., 4, 4]: the zero-padded kernel's four 4x4 shifts, summed (separably)."""
-    p = F.pad(w, (1, 1, 1, 1))  # [..., 5, 5]
-    rows = p[..., 1:, :] + p[..., :-1, :]  # [..., 4, 5]
-    return rows[..., 1:] + rows[..., :-1]  # [..., 4, 4]
+def shift_matrix(
+    dtype: torch.dtype, device: torch.device, scale: float = 1.0, flip: bool = False
+) -> torch.Tensor:
+    """[9, 16]: row (i, j) of the 3x3 kernel adds ``scale`` to the 2x2 block at (i, j) of the 4x4 one.
 
-
-def _valid_box_sum(g: torch.Tensor) -> torch.Tensor:
-    """[..., 4, 4] -> [..., 3, 3]: the adjoint of :func:`_padded_box_sum` (2x2 box sum, no padding)."""
-    rows = g[..., 1:, :] + g[..., :-1, :]  # [..., 3, 4]
-    return rows[..., 1:] + rows[..., :-1]  # [..., 3, 3]
-
-
-class _PaddedBoxSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, w: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return _padded_box_sum(w)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return _ValidBoxSum.apply(g)  # differentiable: double backward is _PaddedBoxSum again
-
-
-class _ValidBoxSum(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return _valid_box_sum(g)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return _PaddedBoxSum.apply(g)
-
-
-def four_shift_sum(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """[C_out, C_in, 3, 3] -> [C_out, C_in, 4, 4]: ``scale`` x the sum of the padded kernel's 4 shifts.
-
-    The scale multiplies the 3x3 kernel (9 instead of 16 elements per channel pair).
+    It is the Kronecker square of the 1-D map [3, 4] (tap i lands on outputs i and i + 1); ``flip``
+    reverses the taps (the spatial flip a transposed conv needs) at no cost. Built with device-side
+    ops only (no host-to-device copy, so it can run inside CUDA graph capture).
     """
-    if tuple(weight.shape[-2:]) != (3, 3):
-        raise ValueError(f"four_shift_sum: weight must end in 3x3, got {tuple(weight.shape)}")
-    if scale != 1.0:
-        weight = weight * scale
-    return _PaddedBoxSum.apply(weight)
+    eye = torch.eye(3, 4, dtype=dtype, device=device)
+    taps = eye + eye.roll(1, dims=1)  # [3, 4]: ones at (i, i) and (i, i + 1)
+    if flip:
+        taps = taps.flip(0)
+    m = torch.kron(taps, taps)  # [9, 16]
+    return m if scale == 1.0 else m * scale
+
+
+def four_shift_sum(weight: torch.Tensor, scale: float = 1.0, flip: bool = False) -> torch.Tensor:
+    """[A, B, 3, 3] -> [A, B, 4, 4]: ``scale`` x the sum of the padded kernel's 4 shifts (one GEMM).
+
+    ``flip`` first flips the 3x3 kernel spatially (folded into the shift matrix).
+    """
+    if weight.ndim != 4 or tuple(weight.shape[-2:]) != (3, 3):
+        raise ValueError(f"four_shift_sum: weight must be [A, B, 3, 3], got {tuple(weight.shape)}")
+    a, b = weight.shape[:2]
+    m = shift_matrix(weight.dtype, weight.device, scale, flip)  # [9, 16]
+    # .contiguous().view: one copy where the layout needs it (a transposed kernel), never a hidden one
+    return (weight.contiguous().view(a * b, 9) @ m).view(a, b, 4, 4)
 
 
 def _build_upscale(weight: torch.Tensor, scale: float) -> torch.Tensor:
-    # Transpose and flip the 3x3 kernel (9 elements per pair instead of 16): the pad inside the sum
-    # writes a contiguous [C_in, C_out, 5, 5], so the result has the layout conv_transpose2d reads.
-    return four_shift_sum(weight.transpose(0, 1).flip((2, 3)), scale)  # [C_in, C_out, 4, 4]
+    # conv_transpose2d reads [C_in, C_out, 4, 4]: transposing the 3x3 kernel (9 elements per pair, not
+    # 16) makes the GEMM write that layout directly; the flip is in the shift matrix.
+    return four_shift_sum(weight.transpose(0, 1), scale, flip=True)  # [C_in, C_out, 4, 4]
 
 
 def _build_downscale(weight: torch.Tensor, scale: float) -> torch.Tensor:
-    return four_shift_sum(weight, 0.25 * scale)
+    return four_shift_sum(weight, 0.25 * scale)  # [C_out, C_in, 4, 4]
 
 
 def upscale_conv_weight(weight: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """3x3 conv weight [C_out, C_in, 3, 3] -> conv_transpose2d weight [C_in, C_out, 4, 4] (x ``scale``).
 
     PyTorch's transposed conv correlates with the spatially flipped kernel, so the 3x3 kernel is
-    flipped first (the box filter is symmetric, so flipping before or after the sum is the same).
+    flipped (the box filter is symmetric, so flipping before or after the sum is the same).
     Served from :func:`fused_weight_cache` when one is active and the entry is still valid.
     """
     return _cached("up", weight, scale, _build_upscale)

@@ -1,4 +1,4 @@
-"""The 4x4 fused-weight construction: values, every derivative order, and the per-step cache."""
+"""The 4x4 fused-weight construction (one GEMM): values, every derivative order, the per-step cache."""
 
 import gc
 
@@ -32,7 +32,7 @@ def test_equals_the_box_filter_conv(dtype, scale):
 
 
 def test_rejects_a_kernel_that_is_not_3x3():
-    with pytest.raises(ValueError, match="3x3"):
+    with pytest.raises(ValueError, match=r"must be \[A, B, 3, 3\], got \(2, 2, 5, 5\)"):
         rw.four_shift_sum(torch.randn(2, 2, 5, 5))
 
 
@@ -45,7 +45,7 @@ def test_gradcheck_and_gradgradcheck_fp64(fn):
 
 def test_third_order_derivative_is_exact():
     # The map A is linear: d/dw <A w, g> = A^T g; d/dg of <A^T g, v> = A v; d/dv of <A v, u> = A^T u.
-    # Each level goes through the autograd Functions with create_graph, so each must stay exact.
+    # Each level is differentiated with create_graph, so each must exist and stay exact.
     w = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
     g = torch.randn(2, 3, 4, 4, dtype=torch.float64, requires_grad=True)
     v = torch.randn(2, 3, 3, 3, dtype=torch.float64, requires_grad=True)
