@@ -166,6 +166,8 @@ def _drop(store: _Store, slot: tuple[int, str, bool]) -> None:
 def _cached(kind: str, weight: torch.Tensor, scale: float, build) -> torch.Tensor:
     if _cache_disabled() or not _STACK:  # is_compiling first: Dynamo then never guards on _STACK
         return build(weight, scale)
+    if weight.is_inference():  # inference tensors keep no version counter: nothing proves freshness
+        return build(weight, scale)
     store = _STACK[-1]
     needs_grad = torch.is_grad_enabled() and weight.requires_grad
     slot = (id(weight), kind, needs_grad)

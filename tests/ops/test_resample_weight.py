@@ -166,6 +166,14 @@ def test_key_includes_dtype_scale_kind_and_identity():
     assert rw.upscale_conv_weight(w) is not rw.upscale_conv_weight(w)  # outside a scope: no cache
 
 
+def test_inference_tensors_are_never_cached():
+    with torch.inference_mode():
+        w = torch.randn(4, 3, 3, 3)  # an inference tensor: no _version to key on
+    with rw.fused_weight_cache() as store, torch.inference_mode():
+        a = rw.upscale_conv_weight(w)
+        assert rw.upscale_conv_weight(w) is not a and store.builds == 0 and not store.entries
+
+
 def test_nested_scopes_share_and_entries_of_dead_tensors_are_dropped():
     w = torch.randn(4, 3, 3, 3)
     with rw.fused_weight_cache() as outer:
