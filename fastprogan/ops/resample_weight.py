@@ -42,6 +42,7 @@ tensor to every forward (for example the parameter itself, with the equalized-LR
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def downscale_conv_weight(weight: torch.Tensor, scale: float = 1.0) -> torch.Ten
 @dataclass
 class _Entry:
     source: weakref.ref  # the weight tensor the value was built from
-    key: tuple  # version, dtype, device, scale, needs_grad, inference mode
+    key: tuple  # version, dtype, device, shape, scale, inference mode (needs_grad is in the slot)
     value: torch.Tensor  # [.., .., 4, 4]
     used_by_backward: bool = False
 
@@ -127,7 +128,14 @@ class _Store:
         self.hits = 0
 
 
-_STACK: list[_Store] = []
+class _Scopes(threading.local):
+    """Per thread: a scope entered by one thread's training step never serves another thread."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Store] = []
+
+
+_SCOPES = _Scopes()
 
 
 @contextlib.contextmanager
@@ -137,15 +145,16 @@ def fused_weight_cache() -> Iterator[_Store]:
     Nested scopes share the outermost store; leaving the outermost scope drops every entry. Never put
     an optimizer step inside: fused optimizers change parameters without bumping ``_version``.
     """
-    if _STACK:
-        yield _STACK[-1]
+    stack = _SCOPES.stack
+    if stack:
+        yield stack[-1]
         return
     store = _Store()
-    _STACK.append(store)
+    stack.append(store)
     try:
         yield store
     finally:
-        _STACK.pop()
+        stack.pop()
         store.entries.clear()
 
 
@@ -164,11 +173,11 @@ def _drop(store: _Store, slot: tuple[int, str, bool]) -> None:
 
 
 def _cached(kind: str, weight: torch.Tensor, scale: float, build) -> torch.Tensor:
-    if _cache_disabled() or not _STACK:  # is_compiling first: Dynamo then never guards on _STACK
+    if _cache_disabled() or not _SCOPES.stack:  # is_compiling first: Dynamo never sees the scopes
         return build(weight, scale)
     if weight.is_inference():  # inference tensors keep no version counter: nothing proves freshness
         return build(weight, scale)
-    store = _STACK[-1]
+    store = _SCOPES.stack[-1]
     needs_grad = torch.is_grad_enabled() and weight.requires_grad
     slot = (id(weight), kind, needs_grad)
     key = (

@@ -204,3 +204,16 @@ def test_fused_ops_compile_fullgraph_inside_and_outside_a_scope():
         (gw,) = torch.autograd.grad(y.sum(), w)
         (ge,) = torch.autograd.grad(f(x, w).sum(), w)
         torch.testing.assert_close(gw, ge, rtol=1e-5, atol=1e-6)
+
+
+def test_a_scope_is_per_thread():
+    import threading
+
+    w = torch.randn(4, 3, 3, 3)
+    seen = []
+    with rw.fused_weight_cache() as store:
+        a = rw.upscale_conv_weight(w)
+        t = threading.Thread(target=lambda: seen.append(rw.upscale_conv_weight(w)))
+        t.start()
+        t.join()
+        assert seen[0] is not a and store.builds == 1  # the other thread had no scope: built its own
