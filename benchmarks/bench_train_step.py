@@ -1,14 +1,25 @@
-"""Seconds per training step (one D step with the gradient penalty + one G step) per resolution.
+"""Seconds per training iteration, measured on the trainer's real round, per resolution and ``--impl``.
 
-Uses the trainer's own step functions, networks and precision policy. Examples::
+One round is what ``Trainer._train_round`` does: ``minibatch_repeats`` x (``d_repeats`` x (a D step
+with the gradient penalty on fresh latents and mixing factors, then the G_ema update), then a G step
+on fresh latents). It uses the trainer's own step functions, EMA update, networks, optimiser settings
+and precision policy; reals are one fixed random batch (the loader has its own benchmark,
+``bench_loader.py``). ``sec_per_step`` is the round's time / ``minibatch_repeats``: one D step + EMA
++ one G step. Several ``--impl`` values are timed interleaved, round by round in alternating order, in
+one process (speeds on a shared machine drift minute to minute: only such ratios are comparable), and
+each row carries its time relative to the first impl. Examples::
 
-    # CPU, the quickstart preset's narrow networks:
-    python benchmarks/bench_train_step.py --preset quickstart --resolutions 4,8,16 --csv bench_cpu.csv
-    # GPU, the paper's widths (fmap_base 8192, fmap_max 512) and the v2 1-GPU batches:
-    python benchmarks/bench_train_step.py --preset v2-1gpu --precision bf16 --device cuda --csv bench_gpu.csv
+    # CPU, quickstart widths, batch 8 (the CPU default), a few seconds:
+    python benchmarks/bench_train_step.py
+    # CPU, paper widths, fastprogan (auto) vs the plain reference (impl=ref), fp32, interleaved:
+    python benchmarks/bench_train_step.py --preset v2-1gpu --resolutions 16,32,64 --impl auto,ref \\
+        --precision fp32 --threads 2
+    # GPU, paper widths, the v2 1-GPU batches:
+    python benchmarks/bench_train_step.py --preset v2-1gpu --precision bf16 --device cuda --batch 0
 
-Rows are appended to the CSV (header written once): device, preset, precision, resolution, batch,
-fmap_base, fmap_max, threads, steps, sec_per_step, images_per_s.
+Rows are appended to ``--csv`` (default ``runs/bench/train_step.csv``, under the git-ignored
+``runs/``; header written once): device, preset, impl, precision (resolved), resolution, batch,
+fmap_base, fmap_max, threads, rounds, sec_per_step, images_per_s, vs_first_impl.
 """
 
 from __future__ import annotations
@@ -20,12 +31,14 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fastprogan.training.config import TrainingConfig
+from fastprogan.training.ema import make_ema, update_ema
 from fastprogan.training.networks import build_discriminator, build_generator
 from fastprogan.training.precision import resolve_precision
 from fastprogan.training.schedule import schedule_at
@@ -34,16 +47,19 @@ from fastprogan.training.steps import StepContext, discriminator_step, generator
 CSV_COLUMNS = [
     "device",
     "preset",
+    "impl",
     "precision",
     "resolution",
     "batch",
     "fmap_base",
     "fmap_max",
     "threads",
-    "steps",
+    "rounds",
     "sec_per_step",
     "images_per_s",
+    "vs_first_impl",
 ]
+CPU_DEFAULT_BATCH = 8  # a CPU run of the defaults finishes in seconds; GPUs use the preset's batch
 
 
 def stable_nimg(config: TrainingConfig, resolution: int) -> int:
@@ -53,57 +69,109 @@ def stable_nimg(config: TrainingConfig, resolution: int) -> int:
     return round(phase_idx * phase_dur * 1000)
 
 
-def bench_resolution(config, resolution, *, device, precision, channels, batch, steps, warmup) -> dict:
+class Setup(NamedTuple):
+    """One impl's networks, optimisers and fixed inputs at one resolution."""
+
+    ctx: StepContext
+    G_ema: torch.nn.Module
+    reals: torch.Tensor  # [N, C, R, R]
+    lod: float
+
+
+def make_setup(config: TrainingConfig, resolution: int, *, device, precision, channels, batch) -> Setup:
     policy = resolve_precision(precision, device)
+    torch.manual_seed(config.seed)
     G = build_generator(config, channels, policy.pixelnorm_eps).to(device)
     D = build_discriminator(config, channels).to(device)
-    opt = lambda m: torch.optim.Adam(m.parameters(), lr=1e-3, betas=(0.0, 0.99), eps=1e-8)
-    ctx = StepContext(G, D, opt(G), opt(D), policy.make_scaler(), policy.make_scaler(), policy, config)
+
     phase = schedule_at(config, stable_nimg(config, resolution))
     assert phase.resolution == resolution and phase.alpha == 1.0
+
+    def adam(m: torch.nn.Module) -> torch.optim.Adam:  # the trainer's settings at this phase
+        betas = (config.adam_beta1, config.adam_beta2)
+        return torch.optim.Adam(m.parameters(), lr=phase.lr, betas=betas, eps=config.adam_eps)
+
+    ctx = StepContext(G, D, adam(G), adam(D), policy.make_scaler(), policy.make_scaler(), policy, config)
     n = batch or phase.minibatch
     reals = torch.rand(n, channels, resolution, resolution, device=device) * 2 - 1
-    z = torch.randn(n, G.latent_size, device=device)
-    u = torch.rand(n, 1, 1, 1, device=device)
-    times = []
-    for i in range(warmup + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        discriminator_step(ctx, reals, z, u, phase.lod)
-        generator_step(ctx, z, phase.lod)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    sec = statistics.median(times)
-    return {"resolution": resolution, "batch": n, "sec_per_step": sec, "images_per_s": n / sec}
+    return Setup(ctx, make_ema(G), reals, phase.lod)
 
 
-def main(argv: list[str] | None = None) -> int:
+def train_round(setup: Setup) -> None:
+    """The trainer's round (``Trainer._train_round``) on a fixed batch of reals, fresh latents per step."""
+    ctx, cfg = setup.ctx, setup.ctx.config
+    n, device, latent = setup.reals.shape[0], setup.reals.device, ctx.G.latent_size
+    for _ in range(cfg.minibatch_repeats):
+        for _ in range(cfg.d_repeats):
+            z = torch.randn(n, latent).to(device)  # [N, latent], drawn on the host like the trainer
+            u = torch.rand(n, 1, 1, 1).to(device)  # [N, 1, 1, 1]
+            discriminator_step(ctx, setup.reals, z, u, setup.lod)
+            update_ema(setup.G_ema, ctx.G, cfg.ema_beta)
+        generator_step(ctx, torch.randn(n, latent).to(device), setup.lod)  # fresh latents for G
+
+
+def time_impls(setups: dict[str, Setup], rounds: int, warmup: int) -> dict[str, float]:
+    """Median seconds per round of each setup, interleaved (alternating order every round)."""
+    times: dict[str, list[float]] = {k: [] for k in setups}
+    names = list(setups)
+    for i in range(warmup + rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            device = setups[name].reals.device
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            train_round(setups[name])
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def default_batch(device: torch.device) -> int:
+    """The batch when ``--batch`` is not given: small on CPU, the preset's (0) on a GPU."""
+    return CPU_DEFAULT_BATCH if device.type == "cpu" else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="quickstart")
     p.add_argument("--fmap-base", type=int)
     p.add_argument("--fmap-max", type=int)
     p.add_argument("--resolutions", default="4,8,16")
+    p.add_argument("--impl", default="auto", help="comma-separated, timed interleaved: auto,ref,triton")
     p.add_argument("--precision", default="auto")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--channels", type=int, default=None, help="default: 1 for quickstart, else 3")
-    p.add_argument("--batch", type=int, help="per step (default: the preset's minibatch at each resolution)")
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument(
+        "--batch",
+        type=int,
+        help=f"per step; 0: the preset's minibatch at each resolution (default: {CPU_DEFAULT_BATCH} on CPU, 0 on GPU)",
+    )
+    p.add_argument(
+        "--rounds", type=int, default=3, help="timed rounds per impl (each minibatch_repeats steps)"
+    )
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, help="torch.set_num_threads (CPU)")
-    p.add_argument("--csv", default="benchmarks/results/train_step.csv")
-    args = p.parse_args(argv)
+    p.add_argument("--csv", default="runs/bench/train_step.csv")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    batch = args.batch if args.batch is not None else default_batch(device)
     overrides = {k: v for k, v in (("fmap_base", args.fmap_base), ("fmap_max", args.fmap_max)) if v}
     resolutions = [int(r) for r in args.resolutions.split(",")]
+    impls = [s.strip() for s in args.impl.split(",") if s.strip()]
     config = TrainingConfig.from_preset(args.preset, **overrides)
     if config.resolution is None or config.resolution < max(resolutions):
         config = config.replace(resolution=max(resolutions))
-    device = torch.device(args.device)
+    configs = {impl: config.replace(impl=impl) for impl in impls}  # validates each impl name
     channels = args.channels or (1 if args.preset == "quickstart" else 3)
+    precision = resolve_precision(args.precision, device).name
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
     out = Path(args.csv)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -113,23 +181,26 @@ def main(argv: list[str] | None = None) -> int:
         if new:
             writer.writerow(CSV_COLUMNS)
         for res in resolutions:
-            r = bench_resolution(
-                config,
-                res,
-                device=device,
-                precision=args.precision,
-                channels=channels,
-                batch=args.batch,
-                steps=args.steps,
-                warmup=args.warmup,
-            )
-            row = [name, args.preset, resolve_precision(args.precision, device).name, res, r["batch"]]
-            row += [config.fmap_base, config.fmap_max, torch.get_num_threads(), args.steps]
-            row += [f"{r['sec_per_step']:.5f}", f"{r['images_per_s']:.1f}"]
-            writer.writerow(row)
-            print(
-                f"{res:>5}px batch {r['batch']:>4}: {r['sec_per_step'] * 1000:8.1f} ms/step  {r['images_per_s']:8.1f} img/s"
-            )
+            setups = {
+                impl: make_setup(
+                    c, res, device=device, precision=args.precision, channels=channels, batch=batch
+                )
+                for impl, c in configs.items()
+            }
+            sec = time_impls(setups, args.rounds, args.warmup)
+            for impl, s in setups.items():
+                n, steps = s.reals.shape[0], config.minibatch_repeats
+                per_step = sec[impl] / steps
+                ratio = sec[impl] / sec[impls[0]]
+                row = [name, args.preset, impl, precision, res, n, config.fmap_base, config.fmap_max]
+                row += [torch.get_num_threads(), args.rounds, f"{per_step:.5f}", f"{n / per_step:.1f}"]
+                row += [f"{ratio:.3f}"]
+                writer.writerow(row)
+                print(
+                    f"{res:>5}px batch {n:>4} impl {impl:<6} {precision}: {per_step * 1000:9.1f} ms/step "
+                    f"{n / per_step:8.1f} img/s  x{ratio:.2f} of {impls[0]}",
+                    flush=True,
+                )
     print(f"appended to {out}")
     return 0
 

@@ -3,7 +3,7 @@
     python benchmarks/report.py [benchmarks/results/ops.csv] [--out benchmarks/results/report]
 
 Reads the long CSV that ``benchmarks/bench_ops.py`` appends to (one row per measurement, keyed by
-device), keeps the latest row per (device, op, provider, resolution, dtype, mode), and writes for each
+device), keeps the latest row per (device, op, provider, resolution, dtype, mode, batch), and writes for each
 device ``<out>-<device>.md`` (a table with fastprogan's speed-up over ``ref`` and ``compile`` and the
 achieved GB/s) and ``<out>-<device>-<mode>.png`` (median time, and peak memory when measured, against
 resolution: one panel per op, one line per provider and dtype). Ratios are only meaningful within one
@@ -34,7 +34,7 @@ def load_latest(path: Path) -> list[dict]:
             row["median_ms"] = float(row["median_ms"])
             for k in ("gb_per_s", "peak_mem_mb"):
                 row[k] = float(row[k]) if row.get(k) not in (None, "") else None
-            key = tuple(row[k] for k in KEY)
+            key = (*(row[k] for k in KEY), row.get("batch", ""))  # CPU rows time two batches per R
             if key not in latest or row["timestamp"] >= latest[key]["timestamp"]:
                 latest[key] = row
     return list(latest.values())
@@ -48,7 +48,7 @@ def markdown_table(rows: list[dict]) -> str:
     """One line per (op, dtype, mode, resolution): median ms per provider, speed-ups, GB/s, peak MB."""
     cells: dict[tuple, dict[str, dict]] = defaultdict(dict)
     for r in rows:
-        cells[(r["op"], r["dtype"], r["mode"], r["resolution"])][r["provider"]] = r
+        cells[(r["op"], r["dtype"], r["mode"], r["resolution"], r.get("batch", ""))][r["provider"]] = r
     lines = [
         "| op | dtype | mode | R | ref ms | compile ms | fastprogan ms | x vs ref | x vs compile | GB/s | peak MB |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -62,12 +62,14 @@ def markdown_table(rows: list[dict]) -> str:
             return f"{p[base]['median_ms'] / p['fastprogan']['median_ms']:.2f}"
         return ""
 
-    for (op, dtype, mode, res), p in sorted(cells.items()):
+    for (op, dtype, mode, res, n), p in sorted(
+        cells.items(), key=lambda kv: (*kv[0][:4], int(kv[0][4] or 0))
+    ):
         fast = p.get("fastprogan", {})
         gbs = f"{fast['gb_per_s']:.0f}" if fast.get("gb_per_s") else ""
         mem = f"{fast['peak_mem_mb']:.0f}" if fast.get("peak_mem_mb") else ""
         lines.append(
-            f"| {op} | {dtype} | {mode} | {res} | {ms(p, 'ref')} | {ms(p, 'compile')} | {ms(p, 'fastprogan')} "
+            f"| {op} | {dtype} | {mode} | {res}{f' (N={n})' if n else ''} | {ms(p, 'ref')} | {ms(p, 'compile')} | {ms(p, 'fastprogan')} "
             f"| {speedup(p, 'ref')} | {speedup(p, 'compile')} | {gbs} | {mem} |"
         )
     return "\n".join(lines) + "\n"

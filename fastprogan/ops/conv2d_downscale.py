@@ -8,11 +8,13 @@ orders (needed for the WGAN-GP penalty in D).
 
 impl: "ref" = the unfused oracle, "fused" = the stride-2 conv, "auto" = :func:`downscale_path`: on CUDA
 the measured winner from the device's dispatch table (:mod:`fastprogan.ops.dispatch_table`, written by
-``fastprogan bench``) when it has this shape, else "fused"; on CPU "fused" once the batch has
-N*H*W >= 16384 input pixels, else "ref" (building the 4x4 weights has a fixed cost per call, ~270 ms
-for 512x512 channels on 2 cores, while the conv's cost scales with N*H*W: fused/ref time measured
-interleaved on 2 cores: 6-7x at N*H*W = 512 (512 ch), 2.2x at 2048, 1.0-1.5x at 8192, 0.52-0.78x at
-16384, 0.6x at 32768).
+``fastprogan bench``) when it has this shape, else "fused"; on CPU "fused" once the batch has N*H*W >= 2048 input pixels, else "ref" (building the 4x4
+weights is a fixed cost per call, one GEMM of ~80 ms forward / ~300 ms forward+backward for 512x512
+channels on 2 busy threads, while the conv's cost scales with N*H*W: fused/ref forward+backward time,
+interleaved, 512 channels, 2 threads, median of 3 rounds, ``python benchmarks/bench_ops.py
+--thresholds --channels 512``: 1.25x at N*H*W = 128, 1.28x at 256, 1.20x at 512, 0.99x at 1024,
+0.64x at 2048, 0.76x at 4096; with the previous box-filter-conv construction: 6-7x at 512, 2.2x at
+2048, 1.0-1.5x at 8192, 0.52-0.78x at 16384, hence the old 16384).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def _conv2d_downscale_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.T
 
 
 # CPU: the fused path wins once the batch has this many input pixels (module docstring: measurements).
-CPU_FUSED_MIN_PIXELS = 16384
+CPU_FUSED_MIN_PIXELS = 2048
 PATHS = ("fused", "ref")  # the choices of impl="auto" (and of a dispatch table's entries)
 
 

@@ -9,12 +9,15 @@ cast to the activation dtype per call). Every derivative order (both paths are p
 impl: "ref" = the unfused oracle (also a real path: nearest upsample + 3x3 conv), "fused" = the
 4x4-kernel transposed conv, "auto" = the one :func:`upscale_path` picks: on CUDA the measured winner
 from the device's dispatch table (:mod:`fastprogan.ops.dispatch_table`, written by ``fastprogan
-bench``) when it has this shape; otherwise, on CPU "fused" once the batch has N*H*W >= 4096 input
-pixels, else "ref" (building the 4x4 weights costs ~270 ms for 512x512 channels on 2 cores whatever
-the batch, while the conv's cost scales with N*H*W: fused/ref time measured interleaved, 512
-channels, 2 cores: 3.3x at N*H*W = 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096, 0.75-0.78x at
-8192-16384); on CUDA the path with the lower
-roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
+bench``) when it has this shape; otherwise, on CPU "fused" once the batch
+has N*H*W >= 512 input pixels, else "ref". Building the 4x4 weights is a fixed cost per call (one
+GEMM, ~80 ms forward / ~300 ms forward+backward for 512x512 channels on 2 busy threads), and the
+stride-2 transposed conv's own backward is slow on CPU at small batches, so the crossover is
+measured: fused/ref forward+backward time, interleaved, 512 channels, 2 threads, median of 3 rounds
+(``python benchmarks/bench_ops.py --thresholds --channels 512``): 1.18x at N*H*W = 128, 1.04x at 256,
+0.87x at 512, 0.64x at 1024, 0.50x at 2048 and 4096 (with the previous box-filter-conv
+construction: 3.3x at 128, 2.0x at 512, 1.0x at 2048, 0.62x at 4096, hence the old 4096); on CUDA without a table entry
+the path with the lower roofline time estimate, max(bytes / bandwidth, FLOPs / peak), with the bytes from formulas fitted to
 the traffic counter (``python -m fastprogan.tools.traffic``; tests/tools/test_traffic.py checks the
 formulas against the counter). Building the 4x4 weights costs weight traffic on every call, so the
 upsample path wins when there are few activations per weight (generation at batch 1, small images);
@@ -43,18 +46,20 @@ def _upscale_conv2d_fused(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     return F.conv_transpose2d(x, upscale_conv_weight(weight), bias, stride=2, padding=1)
 
 
-# Elements moved, fitted with the traffic counter (exact up to the box-filter constant): per input
-# activation element (x = N*C_in*H*W), per output element (y = N*C_out*4*H*W) and per 3x3 weight
-# element (w9 = 9*C_out*C_in). Forward / forward+backward; the weight terms include the 4x4-weight
-# construction (flip, box-filter conv, transposed layout) and its backward.
+# Elements moved, fitted with the traffic counter (exact): per input activation element
+# (x = N*C_in*H*W), per output element (y = N*C_out*4*H*W) and per 3x3 weight element
+# (w9 = 9*C_out*C_in). Forward / forward+backward; the weight terms include the 4x4-weight
+# construction (the transposed copy, the shift-matrix GEMM) and its backward, plus a constant for
+# building the [9, 16] shift matrix on the device (SHIFT_MATRIX_ELEMENTS, fused path only).
 TRAFFIC_COEFFS = {
     # path: ((x, y, w9) forward, (x, y, w9) forward + backward)
-    "fused": ((1.0, 1.0, 6.56), (3.0, 2.0, 23.0)),
+    "fused": ((1.0, 1.0, 59 / 9), (3.0, 2.0, 161 / 9)),
     "ref": ((9.0, 1.0, 1.0), (22.0, 2.0, 3.0)),
 }
 PATHS = ("fused", "ref")  # the choices of impl="auto" (and of a dispatch table's entries)
+SHIFT_MATRIX_ELEMENTS = (744, 888)  # forward, forward + backward
 # CPU: the fused path wins once the batch has this many input pixels (module docstring: measurements).
-CPU_FUSED_MIN_PIXELS = 4096
+CPU_FUSED_MIN_PIXELS = 512
 
 MACS_PER_OUTPUT_TAP = {"fused": 4.0, "ref": 9.0}  # multiply-adds per (output pixel, C_in, C_out)
 # Roofline constants of the reference GPU (H100 SXM): HBM bandwidth and sustained dense throughput of
@@ -68,7 +73,8 @@ def upscale_traffic(
 ) -> float:
     """Estimated bytes moved by ``path`` ("fused" or "ref") for x [n, c_in, h, w] -> [n, c_out, 2h, 2w]."""
     cx, cy, cw = TRAFFIC_COEFFS[path][1 if backward else 0]
-    return element_size * (cx * n * c_in * h * w + cy * n * c_out * 4 * h * w + cw * 9 * c_in * c_out)
+    const = SHIFT_MATRIX_ELEMENTS[1 if backward else 0] if path == "fused" else 0
+    return element_size * (cx * n * c_in * h * w + cy * n * c_out * 4 * h * w + cw * 9 * c_in * c_out + const)
 
 
 def upscale_path(

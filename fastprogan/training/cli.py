@@ -85,7 +85,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--mirror", action=argparse.BooleanOptionalAction, default=None, help="random x-flips")
     g.add_argument("--seed", type=int)
     h = p.add_argument_group("precision and hardware")
-    h.add_argument("--precision", help="auto (bf16 on CUDA with bf16, else fp32) | fp32 | bf16 | fp16")
+    h.add_argument(
+        "--precision",
+        help="auto (bf16 on CUDA with bf16 and on CPUs with AVX-512 BF16/AMX, else fp32) | fp32 | bf16 | fp16",
+    )
     h.add_argument("--allow-tf32", action=argparse.BooleanOptionalAction, default=None)
     h.add_argument("--impl", help="ops: auto (Triton kernels on CUDA) | ref (plain torch) | triton (force)")
     h.add_argument("--batch", help="preset (default) or auto: the largest per-GPU batch that fits (CUDA)")

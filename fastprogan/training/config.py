@@ -67,7 +67,7 @@ class TrainingConfig:
     ema_beta: float = 0.999
     mirror: bool = True
     # Precision and hardware.
-    precision: str = "auto"  # auto: bf16 on CUDA with bf16 support, else fp32
+    precision: str = "auto"  # auto: bf16 on CUDA with bf16 and on CPUs with native bf16, else fp32
     allow_tf32: bool = False
     impl: str = "auto"  # ops: auto (Triton on CUDA), ref (plain torch), triton (CPU: TRITON_INTERPRET=1)
     cuda_graphs: str = "auto"  # replay each phase's steps as CUDA graphs: auto (CUDA fp32/bf16), on, off

@@ -54,7 +54,7 @@ from fastprogan.training.feedback import Feedback, peak_memory_gib, write_json
 from fastprogan.training.graphs import PhaseRunner, StepStats, resolve_cuda_graphs
 from fastprogan.training.images import render, save_grid
 from fastprogan.training.networks import build_discriminator, build_generator
-from fastprogan.training.precision import configure_tf32, resolve_precision
+from fastprogan.training.precision import configure_tf32, describe_precision, resolve_precision
 from fastprogan.training.schedule import TrainingPhase, minibatch_for, schedule_at
 from fastprogan.training.steps import StepContext, discriminator_step, generator_step, make_optimizer
 
@@ -669,12 +669,17 @@ class Trainer:
         )
         if self.env.is_main:
             ckpt.remove_stale_temporaries(self.run_dir)
-            write_json(self.run_dir / "config.json", self._stored_config())
+            # The config as given, plus what "auto" resolved to on this machine.
+            write_json(
+                self.run_dir / "config.json",
+                {**self._stored_config(), "resolved_precision": self.policy.name},
+            )
         self.feedback.open_tensorboard()
         how = f"resumed from {self.resumed_from}" if self.resumed_from else "new run"
         used = f" ({self.data_note})" if self.data_note else ""
         self.feedback_log(
-            f"fastprogan train: {how} in {self.run_dir}; device {self.device}, precision {self.policy.name}, "
+            f"fastprogan train: {how} in {self.run_dir}; device {self.device}, "
+            f"precision {describe_precision(cfg.precision, self.policy)}, "
             f"{self.env.world_size} process(es); {self.num_channels} channel(s), dataset {cfg.data}{used} "
             f"({self.dataset.num_images} images)"
         )

@@ -5,8 +5,10 @@ import torch
 from torch.autograd import gradcheck, gradgradcheck
 
 from fastprogan.ops import conv2d_downscale, conv2d_downscale_ref, upscale_conv2d, upscale_conv2d_ref
+from fastprogan.ops.conv2d_downscale import CPU_FUSED_MIN_PIXELS as DOWN_MIN_PIXELS
 from fastprogan.ops.conv2d_downscale import downscale_path
 from fastprogan.ops.resample_weight import four_shift_sum
+from fastprogan.ops.upscale_conv2d import CPU_FUSED_MIN_PIXELS as UP_MIN_PIXELS
 from fastprogan.ops.upscale_conv2d import upscale_path
 
 OPS = {
@@ -61,8 +63,15 @@ def test_ref_is_oracle_and_auto_picks_by_batch_pixels(op):
     assert (
         upscale_path(1, 512, 512, 4, 4, "cpu") == "ref" and upscale_path(8, 64, 64, 32, 32, "cpu") == "fused"
     )
-    assert downscale_path(8, 16, 16, "cpu") == "ref" and downscale_path(4, 64, 64, "cpu") == "fused"
+    assert downscale_path(1, 16, 16, "cpu") == "ref" and downscale_path(4, 64, 64, "cpu") == "fused"
     assert downscale_path(1, 8, 8, "cuda") == "fused"
+    # the measured CPU thresholds (N*H*W input pixels, docstrings of both ops) are where the rule flips
+    up_min, down_min = UP_MIN_PIXELS, DOWN_MIN_PIXELS
+    assert upscale_path(up_min // 64, 8, 8, 8, 8, "cpu") == "fused"
+    assert upscale_path(1, 8, 8, 1, up_min - 1, "cpu") == "ref"
+    assert downscale_path(down_min // 64, 8, 8, "cpu") == "fused"
+    assert downscale_path(1, 2, down_min // 2 - 2, "cpu") == "ref"
+    assert (up_min, down_min) == (512, 2048)
 
 
 def test_four_shift_sum_is_the_padded_shift_sum():

@@ -26,6 +26,7 @@ def tiny_config(data, **overrides) -> TrainingConfig:
         num_workers=0,
         mirror=True,
         seed=3,
+        precision="fp32",  # explicit: "auto" picks bf16 on CPUs with native bf16, and tests compare numerics
     )
     values.update(overrides)
     return TrainingConfig.from_preset("quickstart", **values)

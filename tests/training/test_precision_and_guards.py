@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from fastprogan.training import precision as P
 from fastprogan.training.checkpoint import list_checkpoints, load_checkpoint
 from fastprogan.training.errors import ConfigError, NonFiniteError
 from fastprogan.training.loop import Trainer
@@ -14,7 +15,7 @@ from tests.training.helpers import all_tensors, tiny_config
 
 def test_policy_defaults_and_fp16_settings():
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu).name == "fp32"
+    assert resolve_precision("auto", cpu).name == ("bf16" if P.cpu_has_native_bf16() else "fp32")
     fp16 = resolve_precision("fp16", cpu)
     assert (fp16.autocast_dtype, fp16.use_loss_scaler, fp16.pixelnorm_eps) == (torch.float16, True, 1e-4)
     assert fp16.make_scaler().get_scale() == 64.0
@@ -22,6 +23,46 @@ def test_policy_defaults_and_fp16_settings():
     assert (bf16.autocast_dtype, bf16.use_loss_scaler, bf16.pixelnorm_eps) == (torch.bfloat16, False, 1e-8)
     with pytest.raises(ConfigError, match="fp8"):
         resolve_precision("fp8", cpu)
+
+
+@pytest.mark.parametrize(
+    ("caps", "expect"),
+    [({"avx512_bf16": True}, "bf16"), ({"amx_bf16": True}, "bf16"), ({"avx2": True}, "fp32"), ({}, "fp32")],
+)
+def test_auto_on_cpu_follows_torchs_capability_query(monkeypatch, caps, expect):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps, raising=False)  # torch >= 2.13
+    policy = resolve_precision("auto", torch.device("cpu"))
+    assert policy.name == expect
+    assert policy.autocast_dtype == (torch.bfloat16 if expect == "bf16" else None)
+    why = "this CPU has native bf16" if expect == "bf16" else "no native bf16 on this CPU"
+    assert P.describe_precision("auto", policy) == f"{expect} (auto: {why})"
+    assert P.describe_precision("fp32", resolve_precision("fp32", torch.device("cpu"))) == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "expect"), [(True, False, "bf16"), (False, True, "bf16"), (False, False, "fp32")]
+)
+def test_auto_on_cpu_with_the_older_torch_queries(monkeypatch, avx512_bf16, amx, expect):
+    # torch 2.11 has no torch.cpu.get_capabilities, only the private per-feature queries.
+    monkeypatch.delattr(torch.cpu, "get_capabilities", raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert P.default_precision(torch.device("cpu")) == expect
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert P.default_precision(torch.device("cpu")) == "fp32"  # no query at all: the safe choice
+
+
+def test_auto_records_what_it_picked(monkeypatch, default_dataset, tmp_path):
+    import json
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"avx512_bf16": True}, raising=False)
+    config = tiny_config(default_dataset, precision="auto", total_kimg=0.016)  # one D+G round
+    Trainer(tmp_path, config, progress=False).run()
+    assert load_checkpoint(list_checkpoints(tmp_path)[-1])["meta"]["precision"] == "bf16"
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["precision"] == "auto" and saved["resolved_precision"] == "bf16"
+    assert "precision bf16 (auto: this CPU has native bf16)" in (tmp_path / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
