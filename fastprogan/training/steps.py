@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fastprogan.nn import shared_scaled_weights
+from fastprogan.ops.resample_weight import fused_weight_cache
 from fastprogan.training.config import TrainingConfig
 from fastprogan.training.losses import lsgan_d_loss, lsgan_g_loss, wgan_g_loss, wgan_gp_d_loss
 from fastprogan.training.precision import PrecisionPolicy
@@ -119,8 +120,9 @@ def discriminator_step_stats(
         return _run_D(ctx.D, x, lod_, alpha)
 
     # The three D passes share one scaled copy of each weight (nn/equalized.py: 4-8 fewer dispatches
-    # per layer).
-    with ctx.policy.autocast(), shared_scaled_weights(ctx.D):
+    # per layer) and so one 4x4 fused resampling weight per layer (ops/resample_weight.py: built once,
+    # not three times; the optimizer step stays outside the scope, as the cache requires).
+    with ctx.policy.autocast(), shared_scaled_weights(ctx.D), fused_weight_cache():
         if cfg.loss == "wgan-gp":
             scale = ctx.scaler_D.get_scale() if ctx.scaler_D.is_enabled() else 1.0
             terms = wgan_gp_d_loss(
