@@ -75,8 +75,9 @@ def conv_warps(block_n: int) -> int:
     return 4 if block_n <= 32 else 8
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+# Under the interpreter every dot runs in fp32: its bf16 dot multiplies raw bit patterns
+# (shared/NO_GPU.md). A module constant, not a launch constexpr, so the launches match the GPU table.
+INTERPRETER_FP32_DOT = tl.constexpr(os.environ.get("TRITON_INTERPRET") == "1")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -163,7 +164,7 @@ def conv2d_act_kernel(
             )
             if COMPUTE_FP64:
                 acc += tl.dot(a.to(tl.float64), b.to(tl.float64))
-            elif DOT_FP32:
+            elif DOT_FP32 or INTERPRETER_FP32_DOT:
                 acc += tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
             else:
                 acc += tl.dot(a, b)  # fp16 / bf16 on tensor cores, fp32 accumulation
@@ -263,7 +264,7 @@ def conv2d_act(
         PROLOGUE_MASK=mask is not None,
         EPILOGUE=code,
         COMPUTE_FP64=x.dtype == torch.float64,
-        DOT_FP32=x.dtype == torch.float32 or (x.dtype == torch.bfloat16 and _interpreting()),
+        DOT_FP32=x.dtype == torch.float32,
         BLOCK_M=tile.block_m,
         BLOCK_N=tile.block_n,
         BLOCK_K=tile.block_k,

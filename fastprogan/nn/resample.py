@@ -14,6 +14,7 @@ import torch
 
 from fastprogan.nn.equalized import EqualizedConv2d
 from fastprogan.ops import conv2d_downscale, upscale_conv2d
+from fastprogan.ops.conv2d_bias_act import conv2d_downscale_bias_act, layer_impl
 
 
 class _ResampleConv2d(EqualizedConv2d):
@@ -52,3 +53,12 @@ class ConvDownscale2d(_ResampleConv2d):
     """
 
     resample = staticmethod(conv2d_downscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # conv + pool + epilogue as one stride-2 kernel where the impl switch / dispatch picks it
+        impl = None if self.pixel_norm else layer_impl(self.impl, x, self.out_channels)
+        if impl is not None:
+            return conv2d_downscale_bias_act(
+                x, self.scaled_weight(x), self.bias, self.negative_slope, impl=impl
+            )
+        return super().forward(x)

@@ -412,6 +412,18 @@ def conv_path(op: str, x: torch.Tensor, weight: torch.Tensor, pixel_norm: bool, 
     return "triton" if speedup >= SPEEDUP_THRESHOLD else "cudnn"
 
 
+def layer_impl(impl: str, x: torch.Tensor, c_out: int) -> str | None:
+    """The ``impl`` a ``fastprogan.nn`` layer passes to the fused conv ops, or None: keep its own path
+    (conv, then the ``bias_act`` epilogue with ``impl``). None for "auto" off CUDA (the layers' CPU
+    choices, e.g. the fused-weight resampling convs, stay) and for "triton" above C_out = 128 (where
+    the kernel has no config, so "triton" forces the epilogue kernel only, as before)."""
+    if impl == "auto" and x.device.type != "cuda":
+        return None
+    if impl == "triton" and c_out > MAX_FUSED_C_OUT:
+        return None
+    return impl
+
+
 # ----------------------------------------------------------------------------------------------------
 # Public functions
 

@@ -37,6 +37,28 @@ def _exercise_epilogue_ops(dtype: torch.dtype) -> None:
             ops.minibatch_stddev(x[:2], 2, impl="triton")
 
 
+def _exercise_conv_ops(dtype: torch.dtype) -> None:
+    """Every conv2d_act launch variant: D forward + full backward, the penalty's input-gradient-only
+    pass (masked prologue), G forward + backward (pixel norm), the stride-2 downscale; 3 -> 24 and
+    16 -> 128 channels (two BLOCK_N buckets), both layouts."""
+    from fastprogan.ops.conv2d_bias_act import conv2d_bias_act, conv2d_downscale_bias_act
+
+    g = torch.Generator().manual_seed(1)
+    for c_in, c_out, channels_last in ((3, 24, True), (16, 128, False)):
+        x = torch.randn(1, c_in, 4, 4, generator=g).to(dtype)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        w = torch.randn(c_out, c_in, 3, 3, generator=g).requires_grad_()
+        b = torch.randn(c_out, generator=g).requires_grad_()
+        for pn in (False, True):
+            xi = x.clone().requires_grad_()
+            conv2d_bias_act(xi, w, b, 0.2, pn, impl="triton").sum().backward()
+        xi = x.clone().requires_grad_()
+        # input gradient only (parameters without grad): the masked-prologue variant
+        torch.autograd.grad(conv2d_bias_act(xi, w.detach(), b.detach(), impl="triton").sum(), xi)
+        conv2d_downscale_bias_act(x, w, b, impl="triton")
+
+
 def _seen_kernels(launches) -> set[str]:
     return {launch.kernel for launch in launches}
 
@@ -47,14 +69,17 @@ def _seen_kernels(launches) -> set[str]:
 def test_every_launch_uses_a_checked_config(dtype):
     with record_launches() as launches:
         _exercise_epilogue_ops(dtype)
+        _exercise_conv_ops(dtype)
     assert launches, "nothing was recorded: the launch hook is not in the path"
     assert off_table(launches) == []
-    table_kernels = {
-        _kernel_id(c["kernel"])
-        for c in all_configs()
-        if "bias_act" in _kernel_id(c["kernel"]) or "minibatch_stddev" in _kernel_id(c["kernel"])
+    table_kernels = {_kernel_id(c["kernel"]) for c in all_configs()}
+    assert table_kernels <= _seen_kernels(launches)  # every kernel of the tables was exercised
+    conv = [launch for launch in launches if launch.kernel.endswith("conv2d_act_kernel")]
+    variants = {
+        (dict(v.constexprs)["KSIZE"], dict(v.constexprs)["PROLOGUE_MASK"], dict(v.constexprs)["EPILOGUE"])
+        for v in conv
     }
-    assert table_kernels <= _seen_kernels(launches)  # every epilogue kernel was exercised
+    assert variants == {(3, False, 1), (3, False, 2), (3, True, 0), (3, False, 0), (4, False, 1)}
 
 
 def test_a_launch_with_another_config_is_reported(monkeypatch):
