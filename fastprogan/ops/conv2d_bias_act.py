@@ -217,8 +217,14 @@ def _conv2d_act_setup(ctx, inputs, output):
 
 def _conv_backward_from_masked(ctx, gy, grad_bias, x, weight, stride, padding):
     """(gx, gw, gb) given the lrelu-masked output gradient gy (and its sum over N, H, W)."""
-    gx = _input_grad(gy, None, x, weight, 1.0, stride, padding) if ctx.needs_input_grad[0] else None
-    gw = _weight_grad(gy, x, weight, stride, padding) if ctx.needs_input_grad[1] else None
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    if stride != 1 and need_x:  # both from one cuDNN call (reads gy once, and x only for the weights)
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            gy, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [True, need_w, False]
+        )
+        return gx, gw, None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
+    gx = _input_grad(gy, None, x, weight, 1.0, stride, padding) if need_x else None
+    gw = _weight_grad(gy, x, weight, stride, padding) if need_w else None
     gb = None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
     return gx, gw, gb
 
@@ -445,6 +451,12 @@ def _check_conv_args(op: str, x, weight, bias, negative_slope: float, eps: float
     check_bias_act_args(x, None, negative_slope, eps)
 
 
+def _epilogue_impl(x: torch.Tensor) -> str:
+    # The "cudnn" path's epilogue: bias_act's own choice, except on meta tensors (the traffic counter
+    # models the GPU path there, where "auto" would pick the reference).
+    return "triton" if x.device.type == "meta" else "auto"
+
+
 def conv2d_bias_act(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -468,7 +480,8 @@ def conv2d_bias_act(
         return conv2d_bias_act_ref(x, weight, bias, negative_slope, pixel_norm, eps)
     w = weight.to(x.dtype)
     if which == "cudnn":
-        return bias_act(F.conv2d(x, w, padding=1), bias, negative_slope, pixel_norm, eps, impl="auto")
+        h = F.conv2d(x, w, padding=1)
+        return bias_act(h, bias, negative_slope, pixel_norm, eps, impl=_epilogue_impl(x))
     if pixel_norm:
         return torch.ops.fastprogan.conv2d_act_pixel_norm(x, w, bias, float(negative_slope), float(eps))[0]
     return torch.ops.fastprogan.conv2d_act(x, w, bias, float(negative_slope), 1, 1)
@@ -497,7 +510,8 @@ def conv2d_downscale_bias_act(
         return conv2d_downscale_bias_act_ref(x, weight, bias, negative_slope)
     w4 = downscale_conv_weight(weight.to(x.dtype))  # [C_out, C_in, 4, 4] x 0.25, differentiable
     if which == "cudnn":
-        return bias_act(F.conv2d(x, w4, stride=2, padding=1), bias, negative_slope, impl="auto")
+        h = F.conv2d(x, w4, stride=2, padding=1)
+        return bias_act(h, bias, negative_slope, impl=_epilogue_impl(x))
     return torch.ops.fastprogan.conv2d_act(x, w4, bias, float(negative_slope), 2, 1)
 
 
