@@ -10,6 +10,8 @@ from fastprogan.ops.conv2d_bias_act import (
     conv2d_bias_act_ref,
     conv2d_downscale_bias_act,
     conv2d_downscale_bias_act_ref,
+    upscale_conv2d_bias_act,
+    upscale_conv2d_bias_act_ref,
 )
 from fastprogan.ops.conv2d_downscale import conv2d_downscale, conv2d_downscale_ref
 from fastprogan.ops.minibatch_stddev import minibatch_stddev, minibatch_stddev_ref
@@ -30,5 +32,7 @@ __all__ = [
     "pixel_norm",
     "pixel_norm_ref",
     "upscale_conv2d",
+    "upscale_conv2d_bias_act",
+    "upscale_conv2d_bias_act_ref",
     "upscale_conv2d_ref",
 ]

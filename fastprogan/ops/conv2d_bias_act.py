@@ -52,8 +52,13 @@ from fastprogan.ops._kernels import load_kernels
 from fastprogan.ops.bias_act import _empty_like_dense, bias_act, bias_act_ref, check_bias_act_args
 from fastprogan.ops.conv2d_downscale import conv2d_downscale_ref
 from fastprogan.ops.pixel_norm import DEFAULT_EPS
-from fastprogan.ops.resample_weight import downscale_conv_weight
-from fastprogan.ops.upscale_conv2d import GPU_BANDWIDTH, GPU_PEAK_FLOPS  # the roofline constants
+from fastprogan.ops.resample_weight import downscale_conv_weight, upscale_conv_weight
+from fastprogan.ops.upscale_conv2d import (  # the roofline constants
+    GPU_BANDWIDTH,
+    GPU_PEAK_FLOPS,
+    upscale_conv2d,
+    upscale_conv2d_ref,
+)
 
 CONV_IMPLS = ("auto", "ref", "triton", "cudnn")
 MAX_FUSED_C_OUT = 128  # = kernels.conv2d_bias_act.MAX_FUSED_C_OUT (BLOCK_N = C_out); kernels import Triton
@@ -80,6 +85,18 @@ def conv2d_downscale_bias_act_ref(
 ) -> torch.Tensor:
     """The oracle: :func:`conv2d_downscale_ref` (3x3 conv, 2x2 average pool), then :func:`bias_act_ref`."""
     return bias_act_ref(conv2d_downscale_ref(x, weight.to(x.dtype)), bias, negative_slope)
+
+
+def upscale_conv2d_bias_act_ref(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    negative_slope: float = 0.2,
+    pixel_norm: bool = True,
+    eps: float = DEFAULT_EPS,
+) -> torch.Tensor:
+    """The oracle: :func:`upscale_conv2d_ref` (nearest 2x, 3x3 conv), then :func:`bias_act_ref`."""
+    return bias_act_ref(upscale_conv2d_ref(x, weight.to(x.dtype)), bias, negative_slope, pixel_norm, eps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -330,6 +347,72 @@ _conv2d_act_pixel_norm_op.register_autograd(
 
 
 # ----------------------------------------------------------------------------------------------------
+# fastprogan::upscale_conv2d_act: G's conv0_up, nearest 2x + 3x3 conv + bias + lrelu (+ pixel norm),
+# first order
+
+
+@torch.library.custom_op(
+    "fastprogan::upscale_conv2d_act",
+    mutates_args=(),
+    schema="(Tensor x, Tensor weight4t, Tensor? bias, float negative_slope, bool pixel_norm, float eps) "
+    "-> (Tensor, Tensor)",
+)
+def _upscale_conv2d_act_op(
+    x: torch.Tensor,
+    weight4t: torch.Tensor,
+    bias: torch.Tensor | None,
+    negative_slope: float,
+    pixel_norm: bool,
+    eps: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kernels = load_kernels("conv2d_bias_act")
+    return kernels.upscale_conv2d_act(x, weight4t, bias, negative_slope, pixel_norm, eps)
+
+
+@_upscale_conv2d_act_op.register_fake
+def _(x, weight4t, bias, negative_slope, pixel_norm, eps):
+    n, _, h, w = x.shape
+    out = torch.empty(
+        (n, weight4t.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=_layout_of(x)
+    )
+    rstd_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return out, x.new_empty((n, 2 * h, 2 * w) if pixel_norm else (0,), dtype=rstd_dtype)
+
+
+def _upscale_conv2d_act_setup(ctx, inputs, output):
+    x, weight4t, bias, negative_slope, pixel_norm, _ = inputs
+    ctx.slope, ctx.pixel_norm = negative_slope, pixel_norm
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, weight4t, output[0], output[1])
+
+
+def _upscale_conv2d_act_backward(ctx, g, _grad_rstd):
+    x, weight4t, out, rstd = ctx.saved_tensors
+    need_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+    if ctx.pixel_norm:
+        gy, grad_bias = torch.ops.fastprogan.conv2d_act_pixel_norm_grad(g, out, rstd, ctx.slope)
+    elif need_b:
+        gy, grad_bias = torch.ops.fastprogan.lrelu_grad_bias(g, out, ctx.slope)
+    else:
+        gy, grad_bias = torch.ops.fastprogan.lrelu_grad(g, out, ctx.slope), None
+    gx = gw = None
+    if ctx.needs_input_grad[0]:  # conv_transpose's adjoint: the stride-2 4x4 conv with the same weight
+        gx = torch.ops.fastprogan.conv2d_masked(gy, None, weight4t, 1.0, 2, 1)
+    if ctx.needs_input_grad[1]:
+        gw = torch.ops.aten.convolution_backward(
+            gy, x, weight4t, None, [2, 2], [1, 1], [1, 1], True, [0, 0], 1, [False, True, False]
+        )[1]
+    gb = grad_bias.to(ctx.bias_dtype) if need_b else None
+    return gx, gw, gb, None, None, None
+
+
+_upscale_conv2d_act_op.register_autograd(
+    _upscale_conv2d_act_backward, setup_context=_upscale_conv2d_act_setup
+)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Dispatch: impl="auto"
 
 # Fraction of peak the Triton implicit GEMM is assumed to reach against cuDNN's (no measurement yet:
@@ -350,7 +433,8 @@ def layer_passes(
 ) -> list[tuple[str, float, float]]:
     """The modelled kernel passes of one layer: (who runs it, elements moved, FLOPs).
 
-    ``op``: "conv2d_bias_act" or "conv2d_downscale_bias_act"; ``path``: "triton" or "cudnn"; who:
+    ``op``: "conv2d_bias_act", "conv2d_downscale_bias_act" or "upscale_conv2d_bias_act"; ``path``:
+    "triton" or "cudnn"; who:
     "triton" (the fused kernel), "cudnn" or "epilogue" (a Triton elementwise pass). Elements per tensor
     read or written, as the traffic counter counts them (weights left out: small at these channels).
     cudnn forward = conv (read x, write y) + bias_act (read y, write out); triton forward = read x,
@@ -358,16 +442,17 @@ def layer_passes(
     (read gy, write gx; the fused kernel for the 3x3 conv, cuDNN for the stride-2 one), weight gradient
     (cuDNN: read gy, x), the same for both paths.
     """
-    down = op == "conv2d_downscale_bias_act"
-    oh, ow = (h // 2, w // 2) if down else (h, w)
+    down, up = op == "conv2d_downscale_bias_act", op == "upscale_conv2d_bias_act"
+    oh, ow = (h // 2, w // 2) if down else (2 * h, 2 * w) if up else (h, w)
     xe, ye = n * c_in * h * w, n * c_out * oh * ow
-    flops = 2 * (16 if down else 9) * n * oh * ow * c_in * c_out
+    taps = 16 if down else 4 if up else 9  # per output pixel: 4x4 stride-2 conv, 2x2 parity, 3x3
+    flops = 2 * taps * n * oh * ow * c_in * c_out
     if path == "triton":
         passes = [("triton", xe + ye, flops)]
     else:
         passes = [("cudnn", xe + ye, flops), ("epilogue", 2 * ye, 0.0)]
     if backward:
-        dgrad = "triton" if path == "triton" and not down else "cudnn"
+        dgrad = "triton" if path == "triton" and not down else "cudnn"  # upscale: the stride-2 conv kernel
         passes += [("epilogue", 3 * ye, 0.0), (dgrad, ye + xe, flops), ("cudnn", ye + xe, flops)]
     return passes
 
@@ -515,6 +600,36 @@ def conv2d_downscale_bias_act(
     return torch.ops.fastprogan.conv2d_act(x, w4, bias, float(negative_slope), 2, 1)
 
 
+def upscale_conv2d_bias_act(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    negative_slope: float = 0.2,
+    pixel_norm: bool = True,
+    eps: float = DEFAULT_EPS,
+    *,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Nearest 2x upsample + 3x3 conv + bias + leaky-ReLU (+ pixel norm): G's conv0_up in one kernel.
+
+    x [N, C_in, H, W] -> [N, C_out, 2H, 2W]; four 2x2 parity convs of the low-res input with the folded
+    weights of ``resample_weight.upscale_conv_weight`` (no upsampled tensor, no zero taps). Dtypes,
+    layouts and ``impl`` as :func:`conv2d_bias_act`. First order (the generator's layer).
+    """
+    _check_conv_args("upscale_conv2d_bias_act", x, weight, bias, negative_slope, eps)
+    which = conv_path("upscale_conv2d_bias_act", x, weight, pixel_norm, impl)
+    if which == "ref":
+        return upscale_conv2d_bias_act_ref(x, weight, bias, negative_slope, pixel_norm, eps)
+    w = weight.to(x.dtype)
+    if which == "cudnn":
+        h = upscale_conv2d(x, w, impl="auto")
+        return bias_act(h, bias, negative_slope, pixel_norm, eps, impl=_epilogue_impl(x))
+    w4t = upscale_conv_weight(w)  # [C_in, C_out, 4, 4], differentiable
+    return torch.ops.fastprogan.upscale_conv2d_act(
+        x, w4t, bias, float(negative_slope), bool(pixel_norm), float(eps)
+    )[0]
+
+
 # ----------------------------------------------------------------------------------------------------
 # Candidates for the bench harness
 
@@ -526,14 +641,19 @@ def candidates(
 
     For ``fastprogan bench``: time every callable (forward, or forward + ``.backward`` of its output)
     and write the winner under ``dispatch_table.shape_key`` = :func:`shape_key_for` (x, weight,
-    pixel_norm) and the op name. ``op``: "conv2d_bias_act" or "conv2d_downscale_bias_act". Returns
+    pixel_norm) and the op name. ``op``: "conv2d_bias_act", "conv2d_downscale_bias_act" or
+    "upscale_conv2d_bias_act". Returns
     {"cudnn": cuDNN conv + Triton epilogue, "triton": the fused kernel} ("triton" omitted when C_out >
     128). The reference (``impl="ref"``) and torch.compile rows are the bench's own.
     """
-    fns = {"conv2d_bias_act": conv2d_bias_act, "conv2d_downscale_bias_act": conv2d_downscale_bias_act}
+    fns = {
+        "conv2d_bias_act": conv2d_bias_act,
+        "conv2d_downscale_bias_act": conv2d_downscale_bias_act,
+        "upscale_conv2d_bias_act": upscale_conv2d_bias_act,
+    }
     if op not in fns:
         raise ValueError(f"candidates: op must be one of {sorted(fns)}, got {op!r}")
     fn = fns[op]
-    extra = {"pixel_norm": pixel_norm} if op == "conv2d_bias_act" else {}
+    extra = {} if op == "conv2d_downscale_bias_act" else {"pixel_norm": pixel_norm}
     impls = ["cudnn"] + (["triton"] if weight.shape[0] <= MAX_FUSED_C_OUT else [])
     return {name: (lambda name=name: fn(x, weight, bias, **extra, impl=name)) for name in impls}

@@ -13,6 +13,8 @@ from fastprogan.ops.conv2d_bias_act import (
     conv2d_bias_act_ref,
     conv2d_downscale_bias_act,
     conv2d_downscale_bias_act_ref,
+    upscale_conv2d_bias_act,
+    upscale_conv2d_bias_act_ref,
 )
 
 cba = importlib.import_module("fastprogan.ops.conv2d_bias_act")  # the module (ops exports the function)
@@ -20,6 +22,7 @@ cba = importlib.import_module("fastprogan.ops.conv2d_bias_act")  # the module (o
 OPS = {
     "conv": (conv2d_bias_act, conv2d_bias_act_ref),
     "down": (conv2d_downscale_bias_act, conv2d_downscale_bias_act_ref),
+    "up": (upscale_conv2d_bias_act, upscale_conv2d_bias_act_ref),
 }
 
 # (op, n, c_in, c_out, h, w, layout, pixel_norm): every channel count of the issue (16-128, 3, 24, 48)
@@ -36,6 +39,10 @@ CASES = [
     ("down", 1, 16, 128, 4, 6, "channels_last", False),
     ("down", 1, 64, 32, 8, 4, "nchw", False),
     ("down", 1, 128, 24, 4, 4, "channels_last", False),
+    ("up", 3, 48, 16, 3, 5, "channels_last", True),
+    ("up", 1, 3, 128, 2, 3, "nchw", True),
+    ("up", 1, 128, 32, 3, 2, "nchw", True),
+    ("up", 1, 24, 64, 2, 2, "channels_last", False),
 ]
 
 
@@ -53,7 +60,7 @@ def run(op, impl, x, weight, bias, pixel_norm, grad_seed=1, dtype_ref=None):
     fn = OPS[op][0] if impl == "triton" else OPS[op][1]
     xi = (x if dtype_ref is None else x.to(dtype_ref)).detach().requires_grad_()
     wi, bi = weight.detach().requires_grad_(), bias.detach().requires_grad_()
-    kwargs = {"pixel_norm": pixel_norm} if op == "conv" else {}
+    kwargs = {} if op == "down" else {"pixel_norm": pixel_norm}
     y = fn(xi, wi, bi, 0.2, **kwargs, **({"impl": "triton"} if impl == "triton" else {}))
     g = torch.randn(y.shape, generator=torch.Generator().manual_seed(grad_seed)).to(y.dtype)
     y.backward(g)
@@ -123,14 +130,15 @@ def test_d_path_gradcheck_and_gradgradcheck_fp64(op):
     assert gradgradcheck(f, (x, weight, bias), eps=1e-6, atol=1e-5, fast_mode=True)
 
 
-def test_g_path_gradcheck_and_second_derivative_raises():
+@pytest.mark.parametrize("op", ["conv", "up"])
+def test_g_path_gradcheck_and_second_derivative_raises(op):
     g = torch.Generator().manual_seed(4)
     x = torch.randn(1, 2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(4, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
 
     def f(x, weight, bias):
-        return conv2d_bias_act(x, weight, bias, 0.2, pixel_norm=True, impl="triton")
+        return OPS[op][0](x, weight, bias, 0.2, pixel_norm=True, impl="triton")
 
     assert gradcheck(f, (x, weight, bias), eps=1e-6, atol=1e-5, fast_mode=True)
     (gx,) = torch.autograd.grad(f(x, weight, bias).sum(), x, create_graph=True)
@@ -166,7 +174,7 @@ def test_dispatch_rules(monkeypatch):
 
 def test_bench_candidates_agree(check_close):
     x, weight, bias = make(1, 16, 24, 4, 6, "channels_last")
-    for op in ("conv2d_bias_act", "conv2d_downscale_bias_act"):
+    for op in ("conv2d_bias_act", "conv2d_downscale_bias_act", "upscale_conv2d_bias_act"):
         cands = cba.candidates(op, x, weight, bias)
         assert sorted(cands) == ["cudnn", "triton"]
         check_close(cands["triton"](), cands["cudnn"](), rtol=1e-5, atol=1e-5, what=op)

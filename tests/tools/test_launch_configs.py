@@ -41,7 +41,11 @@ def _exercise_conv_ops(dtype: torch.dtype) -> None:
     """Every conv2d_act launch variant: D forward + full backward, the penalty's input-gradient-only
     pass (masked prologue), G forward + backward (pixel norm), the stride-2 downscale; 3 -> 24 and
     16 -> 128 channels (two BLOCK_N buckets), both layouts."""
-    from fastprogan.ops.conv2d_bias_act import conv2d_bias_act, conv2d_downscale_bias_act
+    from fastprogan.ops.conv2d_bias_act import (
+        conv2d_bias_act,
+        conv2d_downscale_bias_act,
+        upscale_conv2d_bias_act,
+    )
 
     g = torch.Generator().manual_seed(1)
     for c_in, c_out, channels_last in ((3, 24, True), (16, 128, False)):
@@ -57,6 +61,9 @@ def _exercise_conv_ops(dtype: torch.dtype) -> None:
         # input gradient only (parameters without grad): the masked-prologue variant
         torch.autograd.grad(conv2d_bias_act(xi, w.detach(), b.detach(), impl="triton").sum(), xi)
         conv2d_downscale_bias_act(x, w, b, impl="triton")
+        for pn in (False, True):  # upscale forward and its input gradient (the stride-2 4x4 conv)
+            xi = x.clone().requires_grad_()
+            upscale_conv2d_bias_act(xi, w, b, 0.2, pn, impl="triton").sum().backward()
 
 
 def _seen_kernels(launches) -> set[str]:
@@ -74,12 +81,21 @@ def test_every_launch_uses_a_checked_config(dtype):
     assert off_table(launches) == []
     table_kernels = {_kernel_id(c["kernel"]) for c in all_configs()}
     assert table_kernels <= _seen_kernels(launches)  # every kernel of the tables was exercised
-    conv = [launch for launch in launches if launch.kernel.endswith("conv2d_act_kernel")]
+    conv = [launch for launch in launches if launch.kernel.endswith(".conv2d_act_kernel")]
     variants = {
         (dict(v.constexprs)["KSIZE"], dict(v.constexprs)["PROLOGUE_MASK"], dict(v.constexprs)["EPILOGUE"])
         for v in conv
     }
-    assert variants == {(3, False, 1), (3, False, 2), (3, True, 0), (3, False, 0), (4, False, 1)}
+    assert variants == {
+        (3, False, 1),
+        (3, False, 2),
+        (3, True, 0),
+        (3, False, 0),
+        (4, False, 1),
+        (4, False, 0),
+    }
+    up = {dict(v.constexprs)["EPILOGUE"] for v in launches if v.kernel.endswith("upscale_conv2d_act_kernel")}
+    assert up == {1, 2}
 
 
 def test_a_launch_with_another_config_is_reported(monkeypatch):
