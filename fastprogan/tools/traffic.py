@@ -182,6 +182,12 @@ def d_block_fused_conv(x, w1, b1, w2, b2):
 LAYER_RESOLUTIONS = (256, 512, 1024)
 LAYERS = {
     # name: (op, C_in(R), C_out(R), pixel_norm)
+    "G conv0_up (2x + 3x3 + lrelu + pixel norm)": (
+        "upscale_conv2d_bias_act",
+        lambda r: nf(r // 2),
+        nf,
+        True,
+    ),
     "G conv (3x3 + lrelu + pixel norm)": ("conv2d_bias_act", nf, nf, True),
     "D conv (3x3 + lrelu)": ("conv2d_bias_act", nf, nf, False),
     "D conv1_down (3x3 + pool + lrelu)": ("conv2d_downscale_bias_act", nf, lambda r: nf(r // 2), False),
@@ -196,8 +202,10 @@ def layer_rows(dtype: torch.dtype = torch.float32, resolutions=LAYER_RESOLUTIONS
         for name, (op, c_in, c_out, pn) in LAYERS.items():
             ci, co = c_in(r), c_out(r)
 
-            def make(ci=ci, co=co, r=r):
-                return _leaf(BATCH[r], ci, r, r, dtype=dtype), _leaf(co, ci, 3, 3), _leaf(co)
+            side = r // 2 if op == "upscale_conv2d_bias_act" else r  # conv0_up's input is at R/2
+
+            def make(ci=ci, co=co, r=r, side=side):
+                return _leaf(BATCH[r], ci, side, side, dtype=dtype), _leaf(co, ci, 3, 3), _leaf(co)
 
             fn = getattr(ops, op)
             kw = {"pixel_norm": True} if pn else {}

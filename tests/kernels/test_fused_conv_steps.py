@@ -3,7 +3,8 @@ against the same steps on the reference ops: the penalty, the loss and every par
 
 D: fromRGB (1x1 conv + bias_act) -> conv2d_bias_act -> conv2d_downscale_bias_act -> minibatch stddev
 -> conv2d_bias_act -> dense -> dense; the penalty's create_graph gradient w.r.t. the input and the
-backward through it run the fused ops' double backward. G: two conv2d_bias_act layers with pixel norm.
+backward through it run the fused ops' double backward. G: upscale_conv2d_bias_act (conv0_up) then
+conv2d_bias_act, both with pixel norm.
 """
 
 import torch
@@ -80,9 +81,9 @@ G_SHAPES = {
 def g_step(impl):
     P = _params(G_SHAPES, 2)
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(3, 16, 6, 5, generator=g)
-    target = torch.randn(3, 24, 6, 5, generator=g)
-    h = ops.conv2d_bias_act(x, P["c0_w"], P["c0_b"], pixel_norm=True, impl=impl)
+    x = torch.randn(3, 16, 3, 3, generator=g)
+    target = torch.randn(3, 24, 6, 6, generator=g)
+    h = ops.upscale_conv2d_bias_act(x, P["c0_w"], P["c0_b"], pixel_norm=True, impl=impl)  # [3, 32, 6, 6]
     y = ops.conv2d_bias_act(h, P["c1_w"], P["c1_b"], pixel_norm=True, impl=impl)
     loss = -(y * target).mean()
     loss.backward()
