@@ -181,3 +181,26 @@ def test_bench_candidates_agree(check_close):
     assert sorted(cba.candidates("conv2d_bias_act", x, torch.randn(256, 16, 3, 3), None)) == ["cudnn"]
     key = cba.shape_key_for(x, weight, True)
     assert key == "c_in=16,c_out=24,dtype=float32,h=4,n=1,pixel_norm=1,w=6"
+
+
+def test_opcheck_registered_conv_ops():
+    """Schema, fake tensors, autograd registration and AOT dispatch of the new custom ops."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 3, 4, 4, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+    w = torch.randn(5, 3, 3, 3, generator=g).requires_grad_()
+    w4 = torch.randn(5, 3, 4, 4, generator=g).requires_grad_()
+    w4t = torch.randn(3, 5, 4, 4, generator=g).requires_grad_()
+    b = torch.randn(5, generator=g).requires_grad_()
+    mask = torch.randn(1, 3, 4, 4, generator=g)
+    f = torch.ops.fastprogan
+    cases = [
+        (f.conv2d_act, (x, w, b, 0.2, 1, 1)),
+        (f.conv2d_act, (x, w4, b, 0.2, 2, 1)),
+        (f.conv2d_masked, (x, mask, w, 0.2, 1, 1)),
+        (f.conv2d_act_pixel_norm, (x, w, b, 0.2, 1e-8)),
+        (f.upscale_conv2d_act, (x, w4t, b, 0.2, True, 1e-8)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(
+            op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration")
+        )
