@@ -120,6 +120,30 @@ def _empty_out(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int)
     return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_layout_of(x))
 
 
+def _note_tensor_inputs(ctx, inputs) -> None:
+    """Remember which op inputs are tensors: autograd's next_functions has one edge per tensor input."""
+    ctx.tensor_inputs = tuple(isinstance(a, torch.Tensor) for a in inputs)
+
+
+def _wanted(ctx, index: int) -> bool:
+    """``ctx.needs_input_grad[index]`` narrowed to the running backward pass.
+
+    needs_input_grad is fixed at forward time: in the penalty's ``autograd.grad(score, x_hat)`` the
+    weights require grad but the engine will not use their gradients. Asking the engine whether it will
+    run the input's gradient node skips that work (the weight gradients and the masked-gradient write:
+    the input gradient then takes the lrelu'-prologue kernel). Falls back to needs_input_grad where
+    the private API is missing.
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    try:
+        edge = sum(ctx.tensor_inputs[:index])
+        node = ctx.next_functions[edge][0]
+        return node is None or bool(torch._C._will_engine_execute_node(node))
+    except (AttributeError, IndexError, RuntimeError):
+        return True
+
+
 def _transposed_flip(weight: torch.Tensor) -> torch.Tensor:
     """The 3x3 conv whose output is the input gradient of ``conv(., weight, pad 1)``."""
     return weight.flip((2, 3)).transpose(0, 1)
@@ -173,6 +197,7 @@ def _(x, mask, weight, negative_slope, stride, padding):
 
 
 def _conv2d_masked_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
     x, mask, weight, negative_slope, stride, padding = inputs
     ctx.conf = (negative_slope, stride, padding)
     ctx.set_materialize_grads(False)  # no zeros tensor (and no kernels on it) for a missing gradient
@@ -185,11 +210,11 @@ def _conv2d_masked_backward(ctx, gy):
     x, mask, weight = ctx.saved_tensors
     slope, stride, padding = ctx.conf
     gx = gw = None
-    if ctx.needs_input_grad[0]:
+    if _wanted(ctx, 0):
         gx = _input_grad(gy, None, x, weight, 1.0, stride, padding)
         if mask is not None:
             gx = torch.ops.fastprogan.lrelu_grad(gx, mask, slope)
-    if ctx.needs_input_grad[2]:
+    if _wanted(ctx, 2):
         xm = x if mask is None else torch.ops.fastprogan.lrelu_grad(x, mask, slope)
         gw = _weight_grad(gy, xm, weight, stride, padding)
     return gx, None, gw, None, None, None
@@ -225,6 +250,7 @@ def _(x, weight, bias, negative_slope, stride, padding):
 
 
 def _conv2d_act_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
     x, weight, bias, negative_slope, stride, padding = inputs
     ctx.conf = (negative_slope, stride, padding)
     ctx.bias_dtype = None if bias is None else bias.dtype
@@ -234,7 +260,7 @@ def _conv2d_act_setup(ctx, inputs, output):
 
 def _conv_backward_from_masked(ctx, gy, grad_bias, x, weight, stride, padding):
     """(gx, gw, gb) given the lrelu-masked output gradient gy (and its sum over N, H, W)."""
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    need_x, need_w = _wanted(ctx, 0), _wanted(ctx, 1)
     if stride != 1 and need_x:  # both from one cuDNN call (reads gy once, and x only for the weights)
         gx, gw, _ = torch.ops.aten.convolution_backward(
             gy, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [True, need_w, False]
@@ -251,8 +277,8 @@ def _conv2d_act_backward(ctx, g):
         return None, None, None, None, None, None
     x, weight, out = ctx.saved_tensors
     slope, stride, padding = ctx.conf
-    need_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
-    if not (ctx.needs_input_grad[1] or need_b):
+    need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
+    if not (_wanted(ctx, 1) or need_b):
         # Only the input gradient (the penalty's create_graph pass): the mask is the kernel's prologue.
         return _input_grad(g, out, x, weight, slope, stride, padding), None, None, None, None, None
     if need_b:
@@ -325,6 +351,7 @@ def _(x, weight, bias, negative_slope, eps):
 
 
 def _conv2d_act_pixel_norm_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
     x, weight, bias, negative_slope, _ = inputs
     ctx.conf = (negative_slope, 1, 1)
     ctx.bias_dtype = None if bias is None else bias.dtype
@@ -336,7 +363,7 @@ def _conv2d_act_pixel_norm_backward(ctx, g, _grad_rstd):
     x, weight, out, rstd = ctx.saved_tensors
     slope = ctx.conf[0]
     gy, grad_bias = torch.ops.fastprogan.conv2d_act_pixel_norm_grad(g, out, rstd, slope)
-    need_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+    need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
     gx, gw, gb = _conv_backward_from_masked(ctx, gy, grad_bias if need_b else None, x, weight, 1, 1)
     return gx, gw, gb, None, None
 
@@ -380,6 +407,7 @@ def _(x, weight4t, bias, negative_slope, pixel_norm, eps):
 
 
 def _upscale_conv2d_act_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
     x, weight4t, bias, negative_slope, pixel_norm, _ = inputs
     ctx.slope, ctx.pixel_norm = negative_slope, pixel_norm
     ctx.bias_dtype = None if bias is None else bias.dtype
@@ -389,7 +417,7 @@ def _upscale_conv2d_act_setup(ctx, inputs, output):
 
 def _upscale_conv2d_act_backward(ctx, g, _grad_rstd):
     x, weight4t, out, rstd = ctx.saved_tensors
-    need_b = ctx.bias_dtype is not None and ctx.needs_input_grad[2]
+    need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
     if ctx.pixel_norm:
         gy, grad_bias = torch.ops.fastprogan.conv2d_act_pixel_norm_grad(g, out, rstd, ctx.slope)
     elif need_b:
@@ -397,9 +425,9 @@ def _upscale_conv2d_act_backward(ctx, g, _grad_rstd):
     else:
         gy, grad_bias = torch.ops.fastprogan.lrelu_grad(g, out, ctx.slope), None
     gx = gw = None
-    if ctx.needs_input_grad[0]:  # conv_transpose's adjoint: the stride-2 4x4 conv with the same weight
+    if _wanted(ctx, 0):  # conv_transpose's adjoint: the stride-2 4x4 conv with the same weight
         gx = torch.ops.fastprogan.conv2d_masked(gy, None, weight4t, 1.0, 2, 1)
-    if ctx.needs_input_grad[1]:
+    if _wanted(ctx, 1):
         gw = torch.ops.aten.convolution_backward(
             gy, x, weight4t, None, [2, 2], [1, 1], [1, 1], True, [0, 0], 1, [False, True, False]
         )[1]

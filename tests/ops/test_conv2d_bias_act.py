@@ -113,6 +113,33 @@ def test_input_gradient_only_uses_the_masked_prologue_and_matches(check_close):
     check_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-4, what="its gradient")
 
 
+def test_input_gradient_with_trainable_weights_skips_the_weight_gradient(check_close):
+    """The penalty's autograd.grad(score, x_hat, create_graph=True) with D's weights requiring grad:
+    the engine will not use their gradients, so the op takes the prologue kernel (no lrelu_grad_bias
+    pass, no weight-gradient conv), and the later backward to the weights still matches the reference."""
+    from fastprogan.tools.static_check import record_launches
+
+    x, weight, bias = make(2, 16, 24, 4, 5, "channels_last")
+    results = []
+    for impl in ("triton", "ref"):
+        w, b = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+        xi = x.clone().requires_grad_()
+        fn = conv2d_bias_act if impl == "triton" else conv2d_bias_act_ref
+        kwargs = {"impl": "triton"} if impl == "triton" else {}
+        with record_launches() as launches:
+            (gx,) = torch.autograd.grad(fn(xi, w, b, **kwargs).sum(), xi, create_graph=True)
+        gx.square().sum().backward()
+        results.append((gx.detach(), w.grad, b.grad))
+        if impl == "triton":
+            names = [(v.kernel.rsplit(".", 1)[1], dict(v.constexprs).get("PROLOGUE_MASK")) for v in launches]
+            assert ("conv2d_act_kernel", True) in names
+            assert not any(n.startswith("lrelu_grad_bias") for n, _ in names)
+    for what, a, e in zip(("input gradient", "grad w"), results[0][:2], results[1][:2]):
+        check_close(a, e, rtol=1e-4, atol=1e-5, what=what)
+    # The penalty reaches the bias only through lrelu's (zero) second derivative: None, not zeros.
+    assert results[0][2] is None and not results[1][2].any()
+
+
 @pytest.mark.parametrize("op", ["conv", "down"])
 def test_d_path_gradcheck_and_gradgradcheck_fp64(op):
     g = torch.Generator().manual_seed(3)
