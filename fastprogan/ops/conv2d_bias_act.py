@@ -531,12 +531,22 @@ def conv_path(op: str, x: torch.Tensor, weight: torch.Tensor, pixel_norm: bool, 
     return "triton" if speedup >= SPEEDUP_THRESHOLD else "cudnn"
 
 
+# Layers with impl="triton" on CPU (the interpreter) keep conv + the epilogue kernel unless this is
+# True: the interpreter costs ~0.3 s per conv launch at training shapes, which made the 16-step
+# impl="triton" training test (tests/training/test_triton_training.py) run for over 15 minutes instead
+# of seconds. The ops themselves always honour impl="triton"; tests/nn/test_fused_conv_layers.py sets it.
+FUSED_LAYERS_UNDER_INTERPRETER = False
+
+
 def layer_impl(impl: str, x: torch.Tensor, c_out: int) -> str | None:
     """The ``impl`` a ``fastprogan.nn`` layer passes to the fused conv ops, or None: keep its own path
     (conv, then the ``bias_act`` epilogue with ``impl``). None for "auto" off CUDA (the layers' CPU
-    choices, e.g. the fused-weight resampling convs, stay) and for "triton" above C_out = 128 (where
-    the kernel has no config, so "triton" forces the epilogue kernel only, as before)."""
+    choices, e.g. the fused-weight resampling convs, stay), for "triton" above C_out = 128 (where the
+    kernel has no config, so "triton" forces the epilogue kernel only, as before), and for "triton" on
+    CPU unless :data:`FUSED_LAYERS_UNDER_INTERPRETER`."""
     if impl == "auto" and x.device.type != "cuda":
+        return None
+    if impl == "triton" and x.device.type == "cpu" and not FUSED_LAYERS_UNDER_INTERPRETER:
         return None
     if impl == "triton" and c_out > MAX_FUSED_C_OUT:
         return None

@@ -1,5 +1,7 @@
 """fastprogan.nn layers reach the fused conv kernels through their impl switch (interpreter on CPU)."""
 
+import importlib
+
 import pytest
 import torch
 
@@ -25,8 +27,15 @@ LAYERS = {
 }
 
 
+@pytest.fixture
+def fused_layers_on_cpu(monkeypatch):
+    monkeypatch.setattr(
+        importlib.import_module("fastprogan.ops.conv2d_bias_act"), "FUSED_LAYERS_UNDER_INTERPRETER", True
+    )
+
+
 @pytest.mark.parametrize("kind", sorted(LAYERS))
-def test_layer_with_impl_triton_runs_the_fused_kernel_and_matches_ref(kind, check_close):
+def test_layer_with_impl_triton_runs_the_fused_kernel_and_matches_ref(kind, check_close, fused_layers_on_cpu):
     make, kernel = LAYERS[kind]
     torch.manual_seed(0)
     layers = {impl: make(16, 24, impl) for impl in ("triton", "ref")}
@@ -53,7 +62,7 @@ def test_layer_with_impl_triton_runs_the_fused_kernel_and_matches_ref(kind, chec
         check_close(a, e, rtol=1e-4, atol=1e-5, what=f"{kind} {what}")
 
 
-def test_above_128_channels_impl_triton_keeps_cudnn_conv_and_the_epilogue_kernel():
+def test_above_128_channels_impl_triton_keeps_cudnn_conv_and_the_epilogue_kernel(fused_layers_on_cpu):
     layer = EqualizedConv2d(8, 130, 3, activation="lrelu", impl="triton")
     with record_launches() as launches:
         layer(torch.randn(1, 8, 3, 3))
@@ -65,3 +74,10 @@ def test_auto_on_cpu_runs_no_kernel():
     with record_launches() as launches:
         layer(torch.randn(1, 8, 4, 4))
     assert launches == []
+
+
+def test_triton_layers_on_cpu_keep_the_epilogue_kernel_by_default():
+    layer = EqualizedConv2d(8, 16, 3, activation="lrelu", impl="triton")
+    with record_launches() as launches:
+        layer(torch.randn(1, 8, 3, 3))
+    assert {v.kernel.rsplit(".", 1)[1] for v in launches} == {"bias_lrelu_fwd_kernel"}
