@@ -1,6 +1,6 @@
 """Static GPU check: compile every launchable Triton config for real GPUs, without a GPU.
 
-    python -m fastprogan.tools.static_check [--arch 80 90] [--dtype fp32 ...] [--jobs N] [--csv PATH]
+    python -m fastprogan.tools.static_check [--arch 80 90] [--dtype fp32 ...] [--modules M ...] [--jobs N] [--csv PATH]
 
 For every entry of the kernel modules' ``launch_configs()`` (the same tables the launch helpers pick
 from, so the check cannot drift from what runs) and every arch, ``triton.compile`` runs the whole
@@ -103,11 +103,12 @@ def _compile_mode() -> None:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated: no warning
 
 
-def all_configs(oversized: bool = False) -> list[dict]:
+def all_configs(oversized: bool = False, modules: tuple[str, ...] | None = None) -> list[dict]:
+    """Every kernel module's ``launch_configs()`` (or only ``modules``), plus the oversized ones."""
     from fastprogan.ops._kernels import load_kernels
 
     configs = []
-    for name in KERNEL_MODULES:
+    for name in modules or KERNEL_MODULES:
         configs.extend(load_kernels(name).launch_configs())
     if oversized:
         bias_act = load_kernels("bias_act")
@@ -152,14 +153,14 @@ def _ptxas_report(ptx: str, arch: int) -> tuple[int, int, int]:
     return int(regs.group(1)), int(spills.group(1)) + int(spills.group(2)), int(stack.group(1))
 
 
-def check_one(args: tuple[int, int, bool]) -> Result:
+def check_one(args: tuple[int, int, bool, tuple[str, ...] | None]) -> Result:
     """Compile config ``index`` of ``all_configs`` for ``arch`` (runs in a worker process)."""
-    index, arch, oversized = args
+    index, arch, oversized, modules = args
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    cfg = all_configs(oversized)[index]
+    cfg = all_configs(oversized, modules)[index]
     result = Result(label(cfg), arch, num_warps=cfg["num_warps"])
     start = time.perf_counter()
     try:
@@ -181,9 +182,14 @@ def check_one(args: tuple[int, int, bool]) -> Result:
 
 
 def run_check(
-    archs: list[int], dtypes: list[str] | None, match: str | None, oversized: bool, jobs: int
+    archs: list[int],
+    dtypes: list[str] | None,
+    match: str | None,
+    oversized: bool,
+    jobs: int,
+    modules: tuple[str, ...] | None = None,
 ) -> list[Result]:
-    configs = all_configs(oversized)
+    configs = all_configs(oversized, modules)
     todo = []
     for i, cfg in enumerate(configs):
         name = label(cfg)
@@ -191,7 +197,7 @@ def run_check(
             continue
         if match and match not in name and not cfg.get("oversized"):
             continue
-        todo.extend((i, arch, oversized) for arch in archs)
+        todo.extend((i, arch, oversized, modules) for arch in archs)
     if jobs <= 1:
         return [check_one(t) for t in todo]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
@@ -325,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SMEM_LIMIT))
     parser.add_argument("--dtype", nargs="+", choices=["fp32", "fp16", "bf16"], help="only these dtypes")
     parser.add_argument("--match", help="only configs whose label contains this text")
+    parser.add_argument("--modules", nargs="+", choices=KERNEL_MODULES, help="only these kernel modules")
     parser.add_argument("--oversized", action="store_true", help="add a deliberately spilling config")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--csv", help="also write the rows to this CSV file")
@@ -332,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _compile_mode()
     start = time.perf_counter()
-    results = run_check(args.arch, args.dtype, args.match, args.oversized, args.jobs)
+    modules = tuple(args.modules) if args.modules else None
+    results = run_check(args.arch, args.dtype, args.match, args.oversized, args.jobs, modules)
     failed = [r for r in results if r.problems]
     print(markdown_table(results) if args.full_table or failed else summary(results))
     if args.full_table:

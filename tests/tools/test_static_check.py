@@ -17,7 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_real_fp32_configs_pass_and_an_oversized_tile_is_rejected():
     run = subprocess.run(
-        [sys.executable, "-m", "fastprogan.tools.static_check", "--dtype", "fp32", "--oversized"],
+        [
+            sys.executable,
+            "-m",
+            "fastprogan.tools.static_check",
+            "--dtype",
+            "fp32",
+            "--oversized",
+            "--modules",
+            "bias_act",
+            "minibatch_stddev",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -42,6 +52,26 @@ def test_real_fp32_configs_pass_and_an_oversized_tile_is_rejected():
         "minibatch_stddev_fwd",
     ):
         assert any(f"{kernel}_kernel[fp32" in row and "| ok |" in row for row in table_rows), kernel
+
+
+def test_fused_conv_largest_tiles_compile_clean():
+    """The 128-channel tiles of both conv kernels (every variant) in bf16 for sm_80 and sm_90 (the
+    full set, 94 configs x 2 archs, is the CI step's: ~7 min on 2 cores)."""
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "fastprogan.tools.static_check", "--modules", "conv2d_bias_act"),
+            *("--dtype", "bf16", "--match", "BLOCK_N=128,", "--full-table"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    rows = [line for line in run.stdout.splitlines() if "_kernel[bf16" in line]
+    assert len(rows) == 2 * (6 + 2) and all("| ok |" in row for row in rows), out
+    assert any(row.startswith("| upscale_conv2d_act_kernel[") for row in rows), out
 
 
 def test_verdict_rejects_shared_memory_over_the_block_limit_and_spills():
