@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastprogan.ops import bias_act
+from fastprogan.ops.conv2d_bias_act import conv2d_bias_act, layer_impl
 from fastprogan.ops.pixel_norm import DEFAULT_EPS
 
 ACTIVATIONS = {"linear": 1.0, "lrelu": None}  # None: use the layer's negative_slope
@@ -146,6 +147,12 @@ class EqualizedConv2d(EqualizedLayer):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # 3x3: conv + epilogue as one kernel where the impl switch / dispatch picks it (ops.conv2d_bias_act)
+        impl = layer_impl(self.impl, x, self.out_channels) if self.kernel_size == 3 else None
+        if impl is not None:
+            return conv2d_bias_act(
+                x, self.scaled_weight(x), self.bias, self.negative_slope, self.pixel_norm, self.eps, impl=impl
+            )
         return self.epilogue(F.conv2d(x, self.scaled_weight(x), padding=self.kernel_size // 2))
 
 

@@ -14,6 +14,7 @@ import torch
 
 from fastprogan.nn.equalized import EqualizedConv2d
 from fastprogan.ops import conv2d_downscale, upscale_conv2d
+from fastprogan.ops.conv2d_bias_act import conv2d_downscale_bias_act, layer_impl, upscale_conv2d_bias_act
 
 
 class _ResampleConv2d(EqualizedConv2d):
@@ -44,6 +45,15 @@ class UpscaleConv2d(_ResampleConv2d):
 
     resample = staticmethod(upscale_conv2d)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # upsample + conv + epilogue as one parity kernel where the impl switch / dispatch picks it
+        impl = layer_impl(self.impl, x, self.out_channels)
+        if impl is not None:
+            return upscale_conv2d_bias_act(
+                x, self.scaled_weight(x), self.bias, self.negative_slope, self.pixel_norm, self.eps, impl=impl
+            )
+        return super().forward(x)
+
 
 class ConvDownscale2d(_ResampleConv2d):
     """3x3 conv + 2x2 average pool + bias/act. x [N, C_in, H, W] -> [N, C_out, H/2, W/2].
@@ -52,3 +62,12 @@ class ConvDownscale2d(_ResampleConv2d):
     """
 
     resample = staticmethod(conv2d_downscale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # conv + pool + epilogue as one stride-2 kernel where the impl switch / dispatch picks it
+        impl = None if self.pixel_norm else layer_impl(self.impl, x, self.out_channels)
+        if impl is not None:
+            return conv2d_downscale_bias_act(
+                x, self.scaled_weight(x), self.bias, self.negative_slope, impl=impl
+            )
+        return super().forward(x)

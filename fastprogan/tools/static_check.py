@@ -1,6 +1,6 @@
 """Static GPU check: compile every launchable Triton config for real GPUs, without a GPU.
 
-    python -m fastprogan.tools.static_check [--arch 80 90] [--dtype fp32 ...] [--jobs N] [--csv PATH]
+    python -m fastprogan.tools.static_check [--arch 80 90] [--dtype fp32 ...] [--modules M ...] [--jobs N] [--csv PATH]
 
 For every entry of the kernel modules' ``launch_configs()`` (the same tables the launch helpers pick
 from, so the check cannot drift from what runs) and every arch, ``triton.compile`` runs the whole
@@ -8,12 +8,20 @@ pipeline to PTX and cubin for ``GPUTarget("cuda", arch, 32)`` with TRITON_INTERP
 needed); ``ptxas -v`` (the one Triton itself uses, from the triton wheel) reports registers and spills;
 ``metadata.shared`` the shared memory per block. The table lists kernel, config, arch, registers,
 spill bytes, shared memory and an occupancy estimate; the exit status is 1 on any compile error, any
-spill or shared memory above the per-block limit (166,912 B on sm_80, 232,448 B on sm_90).
+spill, shared memory above the per-block limit (166,912 B on sm_80, 232,448 B on sm_90), more than
+1024 threads per block, or registers x threads above the SM's 65,536-register file (a block that
+cannot be resident at all).
+
+The tables are the only source of launch configs: :func:`record_launches` hooks Triton's launch entry
+point (JIT and interpreter) and :func:`off_table` lists every recorded launch whose kernel, constexprs,
+num_warps or pointer dtypes match no entry, so a launch that bypasses the tables fails the tests
+(tests/tools/test_launch_configs.py).
 
 Not enumerated: Triton's JIT value specialisations (an int argument equal to 1 becomes a constant,
 multiples of 16 get an alignment hint); they only remove instructions from the generic variant
-checked here. ``--oversized`` adds a deliberately spilling config (a 512 x 64 fp32 pixel-norm tile
-on 4 warps) to show that the check rejects it.
+checked here. ``--oversized`` adds two deliberately unfit configs to show that the check rejects them:
+a spilling one (a 512 x 64 fp32 pixel-norm tile on 4 warps) and a 2,048-thread block (the flat
+bias + lrelu kernel on 64 warps).
 """
 
 from __future__ import annotations
@@ -34,13 +42,15 @@ SMEM_PER_SM = {80: 167_936, 90: 233_472}
 REGS_PER_SM = 65_536
 MAX_WARPS_PER_SM = {80: 64, 90: 64}
 MAX_BLOCKS_PER_SM = 32
-KERNEL_MODULES = ("bias_act", "minibatch_stddev")
+MAX_THREADS_PER_BLOCK = 1024
+KERNEL_MODULES = ("bias_act", "minibatch_stddev", "conv2d_bias_act")
 
 
 @dataclass
 class Result:
     label: str
     arch: int
+    num_warps: int = 4
     regs: int | None = None
     spill_bytes: int | None = None
     stack_bytes: int | None = None
@@ -65,6 +75,11 @@ def verdict(r: Result) -> list[str]:
         out.append(f"shared memory {r.smem} B > {SMEM_LIMIT[r.arch]} B per block")
     if r.regs is not None and r.regs > 255:
         out.append(f"{r.regs} registers > 255")
+    threads = r.num_warps * 32
+    if threads > MAX_THREADS_PER_BLOCK:
+        out.append(f"{threads} threads per block > {MAX_THREADS_PER_BLOCK}")
+    if r.regs is not None and r.regs * threads > REGS_PER_SM:
+        out.append(f"{r.regs} registers x {threads} threads > the SM's {REGS_PER_SM}-register file")
     return out
 
 
@@ -88,11 +103,12 @@ def _compile_mode() -> None:
     os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton 3.9's default, stated: no warning
 
 
-def all_configs(oversized: bool = False) -> list[dict]:
+def all_configs(oversized: bool = False, modules: tuple[str, ...] | None = None) -> list[dict]:
+    """Every kernel module's ``launch_configs()`` (or only ``modules``), plus the oversized ones."""
     from fastprogan.ops._kernels import load_kernels
 
     configs = []
-    for name in KERNEL_MODULES:
+    for name in modules or KERNEL_MODULES:
         configs.extend(load_kernels(name).launch_configs())
     if oversized:
         bias_act = load_kernels("bias_act")
@@ -101,6 +117,8 @@ def all_configs(oversized: bool = False) -> list[dict]:
         )
         constexprs = dict(base["constexprs"], BLOCK_C=512, BLOCK_P=64, ONE_C_BLOCK=True)
         configs.append(dict(base, constexprs=constexprs, num_warps=4, oversized=True))
+        flat = next(c for c in bias_act.launch_configs() if c["kernel"] is bias_act.bias_lrelu_fwd_kernel)
+        configs.append(dict(flat, num_warps=64, oversized=True))  # 2,048 threads per block
     return configs
 
 
@@ -135,25 +153,28 @@ def _ptxas_report(ptx: str, arch: int) -> tuple[int, int, int]:
     return int(regs.group(1)), int(spills.group(1)) + int(spills.group(2)), int(stack.group(1))
 
 
-def check_one(args: tuple[int, int, bool]) -> Result:
+def check_one(args: tuple[int, int, bool, tuple[str, ...] | None]) -> Result:
     """Compile config ``index`` of ``all_configs`` for ``arch`` (runs in a worker process)."""
-    index, arch, oversized = args
+    index, arch, oversized, modules = args
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    cfg = all_configs(oversized)[index]
-    result = Result(label(cfg), arch)
+    cfg = all_configs(oversized, modules)[index]
+    result = Result(label(cfg), arch, num_warps=cfg["num_warps"])
     start = time.perf_counter()
     try:
         signature = dict(cfg["signature"], **{name: "constexpr" for name in cfg["constexprs"]})
         src = ASTSource(cfg["kernel"], signature, cfg["constexprs"])
         compiled = triton.compile(
-            src, target=GPUTarget("cuda", arch, 32), options={"num_warps": cfg["num_warps"], "num_stages": 1}
+            src,
+            target=GPUTarget("cuda", arch, 32),
+            options={"num_warps": cfg["num_warps"], "num_stages": cfg.get("num_stages", 1)},
         )
         result.smem = int(compiled.metadata.shared)
         result.regs, result.spill_bytes, result.stack_bytes = _ptxas_report(compiled.asm["ptx"], arch)
-        result.occupancy = occupancy(arch, result.regs, cfg["num_warps"], result.smem)
+        if cfg["num_warps"] * 32 <= MAX_THREADS_PER_BLOCK:
+            result.occupancy = occupancy(arch, result.regs, cfg["num_warps"], result.smem)
     except Exception as err:  # report every failure in the table, then fail the run
         result.error = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"[:300]
     result.seconds = time.perf_counter() - start
@@ -161,9 +182,14 @@ def check_one(args: tuple[int, int, bool]) -> Result:
 
 
 def run_check(
-    archs: list[int], dtypes: list[str] | None, match: str | None, oversized: bool, jobs: int
+    archs: list[int],
+    dtypes: list[str] | None,
+    match: str | None,
+    oversized: bool,
+    jobs: int,
+    modules: tuple[str, ...] | None = None,
 ) -> list[Result]:
-    configs = all_configs(oversized)
+    configs = all_configs(oversized, modules)
     todo = []
     for i, cfg in enumerate(configs):
         name = label(cfg)
@@ -171,11 +197,98 @@ def run_check(
             continue
         if match and match not in name and not cfg.get("oversized"):
             continue
-        todo.extend((i, arch, oversized) for arch in archs)
+        todo.extend((i, arch, oversized, modules) for arch in archs)
     if jobs <= 1:
         return [check_one(t) for t in todo]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(check_one, todo))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Launch recording: every launch must use a config of the tables above.
+
+_PTR_DTYPES = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "float64": "*fp64"}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One recorded kernel launch: kernel, constexprs, num_warps and the pointer arguments' dtypes."""
+
+    kernel: str
+    constexprs: tuple[tuple[str, object], ...]
+    num_warps: int
+    pointers: tuple[tuple[str, str], ...]
+
+
+def _kernel_id(kernel: object) -> str:
+    fn = getattr(kernel, "fn", kernel)
+    return f"{fn.__module__}.{fn.__name__}"
+
+
+def _config_key(cfg: dict) -> tuple:
+    pointers = tuple(sorted((k, v) for k, v in cfg["signature"].items() if v.startswith("*")))
+    return (_kernel_id(cfg["kernel"]), tuple(sorted(cfg["constexprs"].items())), cfg["num_warps"], pointers)
+
+
+def _launch_key(launch: Launch) -> tuple:
+    return (launch.kernel, launch.constexprs, launch.num_warps, launch.pointers)
+
+
+class record_launches:
+    """Context manager: record every Triton kernel launch (JIT or interpreter) made inside it.
+
+    ``with record_launches() as launches: ...`` leaves a list of :class:`Launch`. Hooks the ``run``
+    method of Triton's JITFunction and InterpretedFunction (what ``kernel[grid](...)`` calls), so no
+    launch escapes it, whichever helper made it.
+    """
+
+    def __enter__(self) -> list[Launch]:
+        import torch
+        from triton.runtime import interpreter, jit
+
+        self.launches: list[Launch] = []
+        self._saved = []
+        for cls in (jit.JITFunction, interpreter.InterpretedFunction):
+            original = cls.run
+            self._saved.append((cls, original))
+
+            def run(kernel, *args, grid, warmup, _original=original, **kwargs):
+                if not warmup:
+                    names = kernel.arg_names
+                    bound = dict(zip(names, args))
+                    bound.update({k: v for k, v in kwargs.items() if k in names})
+                    constexprs = tuple(
+                        sorted(
+                            (k, v)
+                            for k, v in kwargs.items()
+                            if k in names and not isinstance(v, torch.Tensor)
+                        )
+                    )
+                    pointers = tuple(
+                        sorted(
+                            (k, _PTR_DTYPES.get(str(v.dtype).removeprefix("torch."), str(v.dtype)))
+                            for k, v in bound.items()
+                            if isinstance(v, torch.Tensor)
+                        )
+                    )
+                    self.launches.append(
+                        Launch(_kernel_id(kernel), constexprs, int(kwargs.get("num_warps", 4)), pointers)
+                    )
+                return _original(kernel, *args, grid=grid, warmup=warmup, **kwargs)
+
+            cls.run = run
+        return self.launches
+
+    def __exit__(self, *exc) -> None:
+        for cls, original in self._saved:
+            cls.run = original
+
+
+def off_table(launches: list[Launch], configs: list[dict] | None = None) -> list[Launch]:
+    """The launches whose (kernel, constexprs, num_warps, pointer dtypes) match no entry of
+    ``configs`` (default: every kernel module's ``launch_configs()``, what this check compiles)."""
+    table = {_config_key(c) for c in (all_configs() if configs is None else configs)}
+    return [launch for launch in launches if _launch_key(launch) not in table]
 
 
 def markdown_table(results: list[Result]) -> str:
@@ -218,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], choices=sorted(SMEM_LIMIT))
     parser.add_argument("--dtype", nargs="+", choices=["fp32", "fp16", "bf16"], help="only these dtypes")
     parser.add_argument("--match", help="only configs whose label contains this text")
+    parser.add_argument("--modules", nargs="+", choices=KERNEL_MODULES, help="only these kernel modules")
     parser.add_argument("--oversized", action="store_true", help="add a deliberately spilling config")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--csv", help="also write the rows to this CSV file")
@@ -225,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _compile_mode()
     start = time.perf_counter()
-    results = run_check(args.arch, args.dtype, args.match, args.oversized, args.jobs)
+    modules = tuple(args.modules) if args.modules else None
+    results = run_check(args.arch, args.dtype, args.match, args.oversized, args.jobs, modules)
     failed = [r for r in results if r.problems]
     print(markdown_table(results) if args.full_table or failed else summary(results))
     if args.full_table:

@@ -1,8 +1,10 @@
 """Count the memory traffic of ProGAN's G and D blocks, fused (fastprogan's dispatch) vs eager torch.
 
-    python -m fastprogan.tools.traffic [--dtype fp32|bf16|fp16] [--csv PATH] [--top R]
+    python -m fastprogan.tools.traffic [--dtype fp32|bf16|fp16] [--csv PATH] [--top R] [--layers]
 
-(``--top R``: the D step's ops by bytes at resolution R, fused and reference, instead of the tables.)
+(``--top R``: the D step's ops by bytes at resolution R, fused and reference, instead of the tables;
+``--layers``: the fused conv kernels' layers at 256-1024, fused kernel vs cuDNN conv + epilogue, and
+the D step on them.)
 
 A ``TorchDispatchMode`` adds the bytes of every tensor read and written by each dispatched op: the
 DRAM traffic of a one-kernel-per-op execution (no cache reuse between ops). Views and aliases move
@@ -170,6 +172,96 @@ def d_block_fused(x, w1, b1, w2, b2):
     return ops.bias_act(ops.conv2d_downscale(h, w2, impl="fused"), b2, 0.2, impl="triton")
 
 
+def d_block_fused_conv(x, w1, b1, w2, b2):
+    """The D block on the fused conv kernels (conv2d_bias_act, conv2d_downscale_bias_act)."""
+    h = ops.conv2d_bias_act(x, w1, b1, 0.2, impl="triton")
+    return ops.conv2d_downscale_bias_act(h, w2, b2, 0.2, impl="triton")
+
+
+# Per-layer rows of the fused conv kernels (issue 11): the 256-1024 layers they are built for.
+LAYER_RESOLUTIONS = (256, 512, 1024)
+LAYERS = {
+    # name: (op, C_in(R), C_out(R), pixel_norm)
+    "G conv0_up (2x + 3x3 + lrelu + pixel norm)": (
+        "upscale_conv2d_bias_act",
+        lambda r: nf(r // 2),
+        nf,
+        True,
+    ),
+    "G conv (3x3 + lrelu + pixel norm)": ("conv2d_bias_act", nf, nf, True),
+    "D conv (3x3 + lrelu)": ("conv2d_bias_act", nf, nf, False),
+    "D conv1_down (3x3 + pool + lrelu)": ("conv2d_downscale_bias_act", nf, lambda r: nf(r // 2), False),
+}
+
+
+def layer_rows(dtype: torch.dtype = torch.float32, resolutions=LAYER_RESOLUTIONS) -> list[dict]:
+    """Bytes of each fused-conv layer (fwd, fwd+bwd with weight gradients): the fused kernel
+    ("triton") vs today's cuDNN conv + Triton epilogue ("cudnn"), at the preset batch."""
+    rows = []
+    for r in resolutions:
+        for name, (op, c_in, c_out, pn) in LAYERS.items():
+            ci, co = c_in(r), c_out(r)
+
+            side = r // 2 if op == "upscale_conv2d_bias_act" else r  # conv0_up's input is at R/2
+
+            def make(ci=ci, co=co, r=r, side=side):
+                return _leaf(BATCH[r], ci, side, side, dtype=dtype), _leaf(co, ci, 3, 3), _leaf(co)
+
+            fn = getattr(ops, op)
+            kw = {"pixel_norm": True} if pn else {}
+            res = {
+                impl: fwd_and_fwd_bwd(
+                    lambda x, w, b, impl=impl, fn=fn, kw=kw: fn(x, w, b, 0.2, **kw, impl=impl), make
+                )
+                for impl in ("cudnn", "triton")
+            }
+            rows.append(
+                {
+                    "resolution": r,
+                    "batch": BATCH[r],
+                    "layer": name,
+                    "c_in": ci,
+                    "c_out": co,
+                    "fwd_cudnn": res["cudnn"][0],
+                    "fwd_triton": res["triton"][0],
+                    "fwdbwd_cudnn": res["cudnn"][1],
+                    "fwdbwd_triton": res["triton"][1],
+                }
+            )
+    return rows
+
+
+def layers_markdown(rows: list[dict], dtype_name: str) -> str:
+    out = [
+        f"Fused conv kernels per layer, {dtype_name}, MB moved: fused kernel / cuDNN conv + Triton epilogue",
+        "",
+        "| R | N | layer | C_in->C_out | fwd cuDNN+epi | fwd fused | ratio | fwd+bwd cuDNN+epi | fwd+bwd fused | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        out.append(
+            f"| {r['resolution']} | {r['batch']} | {r['layer']} | {r['c_in']}->{r['c_out']} | "
+            f"{_mb(r['fwd_cudnn'])} | {_mb(r['fwd_triton'])} | {r['fwd_triton'] / r['fwd_cudnn']:.2f} | "
+            f"{_mb(r['fwdbwd_cudnn'])} | {_mb(r['fwdbwd_triton'])} | {r['fwdbwd_triton'] / r['fwdbwd_cudnn']:.2f} |"
+        )
+    out += [
+        "",
+        f"WGAN-GP D step on the D block, {dtype_name}, MB: fused conv kernels vs today's fused path",
+        "",
+    ]
+    out += [
+        "| R | today (cuDNN + epilogue) | fused convs | ratio | eager reference |",
+        "|---|---|---|---|---|",
+    ]
+    dtype = DTYPES[dtype_name]
+    for res in sorted({r["resolution"] for r in rows}):
+        dt = d_step(d_block_fused, res, dtype)
+        dc = d_step(d_block_fused_conv, res, dtype)
+        dr = d_step(d_block_ref, res, dtype)
+        out.append(f"| {res} | {_mb(dt)} | {_mb(dc)} | {dc / dt:.2f} | {_mb(dr)} |")
+    return "\n".join(out)
+
+
 def fwd_and_fwd_bwd(block, make_inputs) -> tuple[int, int]:
     fwd = count(lambda: block(*make_inputs()))
     inputs = make_inputs()
@@ -330,7 +422,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="R",
         help="instead of the tables: the D step's ops by bytes at resolution R, fused and reference",
     )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="instead of the tables: the fused conv kernels per layer (256-1024)",
+    )
     args = parser.parse_args(argv)
+    if args.layers:
+        print(layers_markdown(layer_rows(DTYPES[args.dtype]), args.dtype))
+        return 0
     if args.top:
         print(top_ops(args.top, DTYPES[args.dtype]))
         return 0

@@ -17,7 +17,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_real_fp32_configs_pass_and_an_oversized_tile_is_rejected():
     run = subprocess.run(
-        [sys.executable, "-m", "fastprogan.tools.static_check", "--dtype", "fp32", "--oversized"],
+        [
+            sys.executable,
+            "-m",
+            "fastprogan.tools.static_check",
+            "--dtype",
+            "fp32",
+            "--oversized",
+            "--modules",
+            "bias_act",
+            "minibatch_stddev",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -26,7 +36,9 @@ def test_real_fp32_configs_pass_and_an_oversized_tile_is_rejected():
     out = run.stdout + run.stderr
     assert run.returncode == 1, out  # the oversized config fails the run
     fails = [line for line in run.stderr.splitlines() if line.startswith("FAIL")]
-    assert len(fails) == 2 and all("OVERSIZED" in f and "spills" in f for f in fails), out  # sm_80, sm_90
+    assert len(fails) == 4 and all("OVERSIZED" in f for f in fails), out  # 2 configs x sm_80, sm_90
+    assert sum("spills" in f for f in fails) == 2, out  # the 512 x 64 pixel-norm tile
+    assert sum("2048 threads per block > 1024" in f for f in fails) == 2, out  # the 64-warp block
     table_rows = [
         line for line in run.stdout.splitlines() if line.startswith("| bias_") or "_kernel[" in line
     ]
@@ -42,12 +54,41 @@ def test_real_fp32_configs_pass_and_an_oversized_tile_is_rejected():
         assert any(f"{kernel}_kernel[fp32" in row and "| ok |" in row for row in table_rows), kernel
 
 
+def test_fused_conv_largest_tiles_compile_clean():
+    """The 128-channel tiles of both conv kernels (every variant) in bf16 for sm_80 and sm_90 (the
+    full set, 94 configs x 2 archs, is the CI step's: ~7 min on 2 cores)."""
+    run = subprocess.run(
+        [
+            *(sys.executable, "-m", "fastprogan.tools.static_check", "--modules", "conv2d_bias_act"),
+            *("--dtype", "bf16", "--match", "BLOCK_N=128,", "--full-table"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    rows = [line for line in run.stdout.splitlines() if "_kernel[bf16" in line]
+    assert len(rows) == 2 * (6 + 2) and all("| ok |" in row for row in rows), out
+    assert any(row.startswith("| upscale_conv2d_act_kernel[") for row in rows), out
+
+
 def test_verdict_rejects_shared_memory_over_the_block_limit_and_spills():
     fit = Result("k", 90, regs=128, spill_bytes=0, smem=SMEM_LIMIT[90])
     assert verdict(fit) == []
     assert "shared memory" in verdict(Result("k", 80, regs=64, spill_bytes=0, smem=SMEM_LIMIT[80] + 1))[0]
     assert "spills" in verdict(Result("k", 80, regs=255, spill_bytes=8, smem=0))[0]
     assert "compile error" in verdict(Result("k", 80, error="boom"))[0]
+
+
+def test_verdict_rejects_blocks_over_1024_threads_and_over_the_register_file():
+    assert verdict(Result("k", 80, num_warps=32, regs=64, spill_bytes=0, smem=0)) == []  # 1024 x 64 = 65536
+    assert verdict(Result("k", 90, num_warps=64, regs=16, spill_bytes=0, smem=0)) == [
+        "2048 threads per block > 1024"
+    ]
+    (why,) = verdict(Result("k", 80, num_warps=16, regs=136, spill_bytes=0, smem=0))
+    assert why == "136 registers x 512 threads > the SM's 65536-register file"
 
 
 def test_occupancy_estimate():
