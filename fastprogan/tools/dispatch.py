@@ -8,8 +8,13 @@ so the count is the host-overhead floor of the eager path (docs/performance.md).
 
 By default the networks live on the ``meta`` device with ``impl="triton"``: shapes only, no arithmetic,
 the same ops a CUDA run dispatches (fused Adam is counted in its foreach form there, which dispatches a
-few more ops; torch has no fused Adam on meta). The count does not depend on the channel widths, so the
-default networks are narrow. ``--device cpu --impl ref`` counts the CPU trainer's own path.
+few more ops; torch has no fused Adam on meta). On meta the networks have the paper's widths (free:
+nothing is allocated), because widths decide the path: with ``impl="triton"`` the 3x3 convs of layers
+with at most 128 output channels take the fused Triton conv kernels (ops/conv2d_bias_act.py), which a
+CUDA run's ``impl="auto"`` picks only where its dispatch table or roofline says they win; with the
+paper's widths the counted resolutions (<= 64) run cuDNN + the Triton epilogues, as a CUDA run does.
+``--device cpu --impl ref`` counts the CPU trainer's own path (narrow networks: widths do not change
+that count, and they cost real arithmetic there).
 
 ``--api steps`` counts the step functions as the trainer called them before the PhaseRunner (host-side
 draws moved with ``.to``; run it on an older checkout for the "before" column); the default
@@ -86,11 +91,12 @@ def _iteration(args: argparse.Namespace, resolution: int) -> Callable[[], None]:
     from fastprogan.training.precision import resolve_precision
 
     device = torch.device(args.device)
+    meta = device.type == "meta"
     config = TrainingConfig.from_preset(
         "v2-1gpu",
         resolution=args.max_resolution,
-        fmap_base=args.fmap_base,
-        fmap_max=args.fmap_max,
+        fmap_base=args.fmap_base or (8192 if meta else 1024),
+        fmap_max=args.fmap_max or (512 if meta else 8),
         impl=args.impl,
         precision=args.precision,
     )
@@ -167,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--impl", default="triton", help="ops impl: triton (the GPU path), ref, auto")
     p.add_argument("--precision", default="fp32", help="fp32 | bf16 | fp16")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--fmap-base", type=int, default=1024)
-    p.add_argument("--fmap-max", type=int, default=8, help="channel widths do not change the count")
+    p.add_argument("--fmap-base", type=int, default=None, help="default: 8192 on meta, 1024 on cpu")
+    p.add_argument("--fmap-max", type=int, default=None, help="default: 512 on meta (paper), 8 on cpu")
     p.add_argument(
         "--fade", action="store_true", help="count mid-fade (halfway into each resolution) instead of stable"
     )
