@@ -1,4 +1,4 @@
-"""Argument checks shared by the two fused-resampling conv ops."""
+"""Argument checks shared by the 3x3 conv ops (the fused-resampling convs and the fused Triton convs)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,16 @@ CONV_IMPLS = ("auto", "ref", "fused")
 def check_resample_conv_args(
     op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, impl: str
 ) -> None:
-    check_tensor("x", x)
-    check_tensor("weight", weight)
     if impl not in CONV_IMPLS:
         raise ValueError(f"{op}: impl must be one of {CONV_IMPLS}, got {impl!r}")
+    check_conv3x3_args(op, x, weight, bias)
+
+
+def check_conv3x3_args(op: str, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    """TypeError/ValueError naming the argument unless x [N, C_in, H, W], weight [C_out, C_in, 3, 3]
+    and bias [C_out] (or None) fit together on one device."""
+    check_tensor("x", x)
+    check_tensor("weight", weight)
     if tuple(weight.shape[2:]) != (3, 3):
         raise ValueError(f"{op}: weight must be [C_out, C_in, 3, 3], got {tuple(weight.shape)}")
     if x.shape[1] != weight.shape[1]:

@@ -46,8 +46,9 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan.ops import dispatch_table
-from fastprogan.ops._common import check_channels, check_same_device, check_tensor, kernel_dtype_ok
+from fastprogan.ops._common import kernel_dtype_ok
 from fastprogan.ops._common import resolve_impl as _resolve_triton
+from fastprogan.ops._conv_args import check_conv3x3_args
 from fastprogan.ops._kernels import load_kernels
 from fastprogan.ops.bias_act import _empty_like_dense, bias_act, bias_act_ref, check_bias_act_args
 from fastprogan.ops.conv2d_downscale import conv2d_downscale_ref
@@ -558,19 +559,7 @@ def layer_impl(impl: str, x: torch.Tensor, c_out: int) -> str | None:
 
 
 def _check_conv_args(op: str, x, weight, bias, negative_slope: float, eps: float) -> None:
-    check_tensor("x", x)
-    check_tensor("weight", weight)
-    if tuple(weight.shape[2:]) != (3, 3):
-        raise ValueError(f"{op}: weight must be [C_out, C_in, 3, 3], got {tuple(weight.shape)}")
-    if x.shape[1] != weight.shape[1]:
-        raise ValueError(
-            f"{op}: x has {x.shape[1]} channels but weight expects C_in={weight.shape[1]} "
-            f"(weight shape {tuple(weight.shape)})"
-        )
-    if bias is not None:
-        check_tensor("bias", bias, ndims=(1,))
-        check_channels("bias", bias, weight.shape[0], "one per output channel")
-    check_same_device(x=x, weight=weight, bias=bias)
+    check_conv3x3_args(op, x, weight, bias)
     check_bias_act_args(x, None, negative_slope, eps)
 
 

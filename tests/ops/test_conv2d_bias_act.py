@@ -231,3 +231,19 @@ def test_opcheck_registered_conv_ops():
         torch.library.opcheck(
             op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration")
         )
+
+
+@pytest.mark.parametrize("op", [conv2d_bias_act, conv2d_downscale_bias_act, upscale_conv2d_bias_act])
+def test_bad_arguments_name_the_argument(op):
+    x = torch.randn(2, 4, 6, 6)
+    w = torch.randn(5, 4, 3, 3)
+    with pytest.raises(ValueError, match=r"weight must be \[C_out, C_in, 3, 3\]"):
+        op(x, torch.randn(5, 4, 4, 4), impl="ref")
+    with pytest.raises(ValueError, match="x has 4 channels but weight expects C_in=3"):
+        op(x, torch.randn(5, 3, 3, 3), impl="ref")
+    with pytest.raises(ValueError, match="bias must have shape"):
+        op(x, w, torch.randn(4), impl="ref")
+    with pytest.raises(TypeError, match="x must have a floating dtype"):
+        op(x.to(torch.int32), w, impl="ref")
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        op(x[0], w, impl="ref")
