@@ -96,6 +96,21 @@ def _kill(pid: int) -> int:
     return _wait(pid)
 
 
+def _terminate(pid: int, timeout_s: float = 60.0) -> int:
+    """SIGTERM, then wait for the exit (SIGKILL only if it has not exited within ``timeout_s``)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return _wait(pid)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    return _kill(pid)
+
+
 def _latest_state(run: Path) -> tuple[bool, float | None]:
     """(the newest checkpoint loads, its lod) — (True, None) when there is none yet."""
     found = ckpt.list_checkpoints(run)
@@ -222,12 +237,14 @@ def kills_during_writes(data: str, work: Path, rng: random.Random) -> dict:
         report["write_kills"] += 1
         ok, _ = _latest_state(run)
         report["corrupt_latest"] += int(not ok)
-    # One more attempt, to the next checkpoint, proves the leftovers do not stop a resume.
+    # One more attempt, to the next checkpoint, proves the leftovers do not stop a resume; it ends with
+    # SIGTERM (checkpoint, then exit), not SIGKILL, so a leftover can only be one the resume failed to
+    # clear (a SIGKILL here could itself land mid-write and leave the temporary file it tests for).
     pid = _child(argv, work / "writes.log")
     target = _stats_lines(run) + 2
     while _stats_lines(run) < target and not os.waitpid(pid, os.WNOHANG)[0]:
         time.sleep(0.01)
-    _kill(pid)
+    _terminate(pid)
     report["leftover_tmp"] = [p.name for p in run.iterdir() if ".checkpoint" in p.name and ".tmp-" in p.name]
     report["resumes_logged"] = (run / "log.txt").read_text().count("resumed from")
     return report
