@@ -125,7 +125,8 @@ def minibatch_stddev_bwd_kernel(
             p = p0 + tl.arange(0, BLOCK)
             offs = _stat_offsets(n, p, C, S, CHANNELS_LAST)
             g_acc += tl.load(gout_ptr + offs, mask=p < S, other=0.0).to(acc_dtype)
-    coef = tl.sum(g_acc, axis=0) / (G * K)  # d stat / d sd_k = 1 / K, d sd / d x = d / (G * sd)
+    # d stat / d sd_k = 1 / K, d sd / d x = d / (G * sd); G * K in int64 (it may pass 2**31)
+    coef = tl.sum(g_acc, axis=0) / (K.to(tl.int64) * G)
     for k0 in range(0, K, BLOCK):
         k = k0 + tl.arange(0, BLOCK)
         mask = k < K
