@@ -99,7 +99,7 @@ class Generator(nn.Module):
         nf = functools.partial(feature_maps, fmap_base=fmap_base, fmap_decay=fmap_decay, fmap_max=fmap_max)
 
         self.latent_size = nf(0) if latent_size is None else latent_size
-        self.normalize_latents, self.pixelnorm_eps = normalize_latents, pixelnorm_eps
+        self.normalize_latents, self.pixelnorm_eps, self.impl = normalize_latents, pixelnorm_eps, impl
         kw = dict(pixel_norm=use_pixelnorm, eps=pixelnorm_eps, impl=impl)
         self.blocks = nn.ModuleDict({res_key(2): FirstGeneratorBlock(self.latent_size, nf(1), **kw)})
         self.torgb = nn.ModuleDict({res_key(2): ToRGB(nf(1), num_channels, impl=impl)})
@@ -127,7 +127,7 @@ class Generator(nn.Module):
             raise ValueError(f"z must be [N, {self.latent_size}], got {tuple(z.shape)}")
         level = self.level(lod, resolution, alpha)
         if self.normalize_latents:
-            z = pixel_norm(z, self.pixelnorm_eps)
+            z = pixel_norm(z, self.pixelnorm_eps, impl=self.impl)  # the layers' impl, as every other op
         x = self.blocks[res_key(2)](z)  # [N, nf(1), 4, 4]
         x_prev = x
         for r in range(3, level.res_log2 + 1):

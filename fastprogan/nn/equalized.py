@@ -63,8 +63,8 @@ class EqualizedLayer(nn.Module):
         bias: bool,
         activation: str,
         negative_slope: float,
-        pixel_norm: bool,
-        eps: float,
+        pixel_norm: bool = False,
+        eps: float = DEFAULT_EPS,
         impl: str,
     ) -> None:
         super().__init__()
@@ -171,13 +171,7 @@ class EqualizedLinear(EqualizedLayer):
         impl: str = "auto",
     ) -> None:
         super().__init__(
-            out_features,
-            bias=bias,
-            activation=activation,
-            negative_slope=negative_slope,
-            pixel_norm=False,
-            eps=DEFAULT_EPS,
-            impl=impl,
+            out_features, bias=bias, activation=activation, negative_slope=negative_slope, impl=impl
         )
         self.in_features, self.out_features = in_features, out_features
         self._init_weight((out_features, in_features), in_features, gain)

@@ -103,3 +103,16 @@ def resolve_impl(
 def reduction_dtype(dtype: torch.dtype) -> torch.dtype:
     """The precision policy for reductions (pixel norm, minibatch stddev): at least fp32, fp64 kept."""
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def dense_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout the Triton kernels give x's outputs: channels_last if x is channels_last-dense (and not
+    also NCHW-contiguous), else NCHW (any other view is copied to NCHW first)."""
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def empty_like_dense(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``empty_like(x)`` in :func:`dense_format` (the fake implementations' outputs)."""
+    return torch.empty_like(x, dtype=dtype, memory_format=dense_format(x))

@@ -40,12 +40,15 @@ from fastprogan.ops._common import (
     check_channels,
     check_same_device,
     check_tensor,
+    empty_like_dense,
     kernel_dtype_ok,
     reduction_dtype,
     resolve_impl,
 )
 from fastprogan.ops._kernels import load_kernels
 from fastprogan.ops.pixel_norm import DEFAULT_EPS, pixel_norm_ref
+
+_empty_like_dense = empty_like_dense  # the name ops/conv2d_bias_act.py imports (moved to ops/_common.py)
 
 # ----------------------------------------------------------------------------------------------------
 # Reference
@@ -69,21 +72,6 @@ def bias_act_ref(
 
 
 # ----------------------------------------------------------------------------------------------------
-# Layout of the kernels' outputs, shared by the real and the fake implementations.
-
-
-def _dense_format(x: torch.Tensor) -> torch.memory_format:
-    """The layout the kernels produce for x: channels_last if x is channels_last-dense, else NCHW."""
-    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def _empty_like_dense(x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    return torch.empty_like(x, dtype=dtype, memory_format=_dense_format(x))
-
-
-# ----------------------------------------------------------------------------------------------------
 # torch.library registration: D path (twice differentiable)
 
 
@@ -98,7 +86,7 @@ def _lrelu_grad_op(grad: torch.Tensor, out: torch.Tensor, negative_slope: float)
 
 @_lrelu_grad_op.register_fake
 def _(grad, out, negative_slope):
-    return _empty_like_dense(out)
+    return empty_like_dense(out)
 
 
 def _lrelu_grad_setup(ctx, inputs, output):
@@ -135,7 +123,7 @@ def _lrelu_grad_bias_op(
 
 @_lrelu_grad_bias_op.register_fake
 def _(grad, out, negative_slope):
-    return _empty_like_dense(out), out.new_empty(out.shape[1], dtype=reduction_dtype(out.dtype))
+    return empty_like_dense(out), out.new_empty(out.shape[1], dtype=reduction_dtype(out.dtype))
 
 
 def _lrelu_grad_bias_setup(ctx, inputs, output):
@@ -175,7 +163,7 @@ def _bias_act_op(x: torch.Tensor, bias: torch.Tensor | None, negative_slope: flo
 
 @_bias_act_op.register_fake
 def _(x, bias, negative_slope):
-    return _empty_like_dense(x)
+    return empty_like_dense(x)
 
 
 def _bias_act_setup(ctx, inputs, output):
@@ -222,7 +210,7 @@ def _bias_act_pixel_norm_backward_op(
 
 @_bias_act_pixel_norm_backward_op.register_fake
 def _(grad, x, bias, rstd, negative_slope):
-    return _empty_like_dense(x), x.new_empty(x.shape[1], dtype=rstd.dtype)
+    return empty_like_dense(x), x.new_empty(x.shape[1], dtype=rstd.dtype)
 
 
 def _pixel_norm_backward_setup(ctx, inputs, output):
@@ -256,7 +244,7 @@ def _bias_act_pixel_norm_op(
 @_bias_act_pixel_norm_op.register_fake
 def _(x, bias, negative_slope, eps):
     rstd_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return _empty_like_dense(x), x.new_empty((x.shape[0], *x.shape[2:]), dtype=rstd_dtype)
+    return empty_like_dense(x), x.new_empty((x.shape[0], *x.shape[2:]), dtype=rstd_dtype)
 
 
 def _bias_act_pixel_norm_setup(ctx, inputs, output):
@@ -265,10 +253,14 @@ def _bias_act_pixel_norm_setup(ctx, inputs, output):
     ctx.has_bias = bias is not None
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.mark_non_differentiable(output[1])
+    # rstd is non-differentiable: without this autograd would build a zeros gradient for it per call.
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(x, bias, output[1])
 
 
 def _bias_act_pixel_norm_backward(ctx, grad_out, _grad_rstd):
+    if grad_out is None:
+        return None, None, None, None
     x, bias, rstd = ctx.saved_tensors
     grad_x, grad_bias = torch.ops.fastprogan.bias_act_pixel_norm_backward(
         grad_out, x, bias, rstd, ctx.negative_slope

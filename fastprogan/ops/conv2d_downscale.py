@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan.ops._conv_args import cast_params, check_resample_conv_args
-from fastprogan.ops.dispatch_table import measured_choice
+from fastprogan.ops.dispatch_table import measured_conv_choice
 from fastprogan.ops.resample_weight import downscale_conv_weight
 
 
@@ -63,17 +63,8 @@ def downscale_path(
     if device_type == "cuda":
         measured = None
         if c_in is not None and c_out is not None:
-            measured = measured_choice(
-                "conv2d_downscale",
-                device,
-                PATHS,
-                n=n,
-                c_in=c_in,
-                c_out=c_out,
-                h=h,
-                w=w,
-                dtype=dtype,
-                backward=backward,
+            measured = measured_conv_choice(
+                "conv2d_downscale", device, PATHS, n, c_in, c_out, h, w, dtype, backward
             )
         return measured or "fused"
     return "fused" if n * h * w >= CPU_FUSED_MIN_PIXELS else "ref"

@@ -174,6 +174,25 @@ def measured_choice(op: str, device: torch.device | str, choices: tuple[str, ...
     return None
 
 
+def measured_conv_choice(
+    op: str,
+    device: torch.device | str,
+    choices: tuple[str, ...],
+    n: int,
+    c_in: int,
+    c_out: int,
+    h: int,
+    w: int,
+    dtype: torch.dtype,
+    backward: bool,
+) -> str | None:
+    """:func:`measured_choice` for a conv op keyed by its input shape [n, c_in, h, w], c_out, dtype and
+    whether a backward follows (the key every resampling conv's table uses)."""
+    return measured_choice(
+        op, device, choices, n=n, c_in=c_in, c_out=c_out, h=h, w=w, dtype=dtype, backward=backward
+    )
+
+
 def clear_cache() -> None:
     """Forget loaded tables (tests, or after writing a new table in-process)."""
     _cache.clear()

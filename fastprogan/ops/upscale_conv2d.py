@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan.ops._conv_args import cast_params, check_resample_conv_args
-from fastprogan.ops.dispatch_table import measured_choice
+from fastprogan.ops.dispatch_table import measured_conv_choice
 from fastprogan.ops.resample_weight import upscale_conv_weight
 
 
@@ -95,17 +95,8 @@ def upscale_path(
     """
     device_type = device if isinstance(device, str) else device.type
     if device_type == "cuda":
-        measured = measured_choice(
-            "upscale_conv2d",
-            device,
-            PATHS,
-            n=n,
-            c_in=c_in,
-            c_out=c_out,
-            h=h,
-            w=w,
-            dtype=dtype,
-            backward=backward,
+        measured = measured_conv_choice(
+            "upscale_conv2d", device, PATHS, n, c_in, c_out, h, w, dtype, backward
         )
         if measured is not None:
             return measured

@@ -6,6 +6,13 @@ the dispatcher below autograd is counted once (a ``TorchDispatchMode``): aten op
 each fastprogan custom op as one op (its Triton launch). On a GPU each costs the host roughly 5-30 us,
 so the count is the host-overhead floor of the eager path (docs/performance.md).
 
+Not counted: the ``aten.detach`` calls that exist only because a dispatch mode is active. Autograd
+saves and unpacks the outputs of custom autograd functions (every ``fastprogan::`` op with a backward)
+with ``TensorImpl::shallow_copy_and_detach``, a C++ metadata copy that never enters the dispatcher;
+while a mode is active torch routes that copy to the mode as ``aten.detach`` (75 per iteration at 16x16,
+none in a real run: the torch profiler records none). They reach the mode without passing through the
+dispatcher, which is how :class:`DispatchCounter` tells them apart (``.not_dispatched`` keeps them).
+
 By default the networks live on the ``meta`` device with ``impl="triton"``: shapes only, no arithmetic,
 the same ops a CUDA run dispatches (fused Adam is counted in its foreach form there, which dispatches a
 few more ops; torch has no fused Adam on meta). On meta the networks have the paper's widths (free:
@@ -32,15 +39,30 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
+def _through_dispatcher() -> bool:
+    """Whether the op now reaching the mode came through the dispatcher.
+
+    The dispatcher's Python-key fallback excludes the ``PythonTLSSnapshot`` key while it runs the mode;
+    a call the mode receives straight from C++ (``shallow_copy_and_detach`` under a mode) does not.
+    """
+    return torch._C._dispatch_tls_is_dispatch_key_excluded(torch._C.DispatchKey.PythonTLSSnapshot)
+
+
 class DispatchCounter(TorchDispatchMode):
-    """Counts dispatched ops by name (``aten.mul``, ``fastprogan.bias_act``, ...)."""
+    """Counts dispatched ops by name (``aten.mul``, ``fastprogan.bias_act``, ...).
+
+    ``counts``: the ops that went through the dispatcher (what a run without the mode dispatches);
+    ``not_dispatched``: the calls only the mode's presence creates (module docstring), by name.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.counts: collections.Counter[str] = collections.Counter()
+        self.not_dispatched: collections.Counter[str] = collections.Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[str(func.overloadpacket)] += 1
+        counts = self.counts if _through_dispatcher() else self.not_dispatched
+        counts[str(func.overloadpacket)] += 1
         return func(*args, **(kwargs or {}))
 
     @property
@@ -209,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     print("resolution,ops")
     for res, counter in rows:
         print(f"{res},{counter.total}")
+    skipped = ", ".join(f"{res}: {sum(counter.not_dispatched.values())}" for res, counter in rows)
+    print(f"# not counted, never dispatched (autograd's saved-output copies under the mode): {skipped}")
     if args.top:
         for res, counter in rows:
             top = ", ".join(f"{name} {k}" for name, k in counter.counts.most_common(args.top))

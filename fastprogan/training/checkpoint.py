@@ -32,6 +32,7 @@ nimg only grows, so a newer-named file is never one this run wrote and is never 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -127,14 +128,61 @@ def capture_rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
         },
         "python": [int(py_version), list(py_internal), py_gauss],
         "generators": {name: g.get_state() for name, g in generators.items()},
+        # The device each generator draws on: a state only continues on a generator of the same kind.
+        "generator_devices": {name: g.device.type for name, g in generators.items()},
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
+# Bytes of a generator's state by kind (torch's CPU Mersenne Twister; CUDA Philox: seed + offset): how a
+# checkpoint without ``generator_devices`` (written before that entry) tells which kind it came from.
+_STATE_BYTES = {5056: "cpu", 16: "cuda"}
+
+
+def reseed_from_state(saved: torch.Tensor) -> int:
+    """A seed determined by a saved generator state (the first 63 bits of its SHA-256): the same
+    checkpoint always gives the same continuation."""
+    digest = hashlib.sha256(saved.detach().cpu().contiguous().numpy().tobytes()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _restore_generator(
+    name: str, g: torch.Generator, saved: torch.Tensor, saved_device: str | None, path: object
+) -> str | None:
+    """Set ``g`` to ``saved``; where the state belongs to another kind of generator, re-seed ``g`` from it
+    and return the warning line (None when restored exactly)."""
+    if saved_device is None:
+        saved_device = _STATE_BYTES.get(saved.numel())
+    same_kind = saved_device == g.device.type if saved_device is not None else True
+    if same_kind and saved.numel() == g.get_state().numel():
+        g.set_state(saved)
+        return None
+    seed = reseed_from_state(saved)
+    g.manual_seed(seed)
+    kind = saved_device or f"{saved.numel()}-byte"
+    return (
+        f"warning: {path}: the {name!r} generator's saved state is a {kind} generator's, this run draws "
+        f"it on {g.device.type} (checkpoints from before the device-side draws, or another device): "
+        f"re-seeded from that state (seed {seed}); every other RNG is restored exactly, but the "
+        "continuation is not bit-identical to an uninterrupted run"
+    )
+
+
+def restore_rng_state(
+    state: dict[str, Any], generators: dict[str, torch.Generator], path: object = "checkpoint"
+) -> list[str]:
+    """Inverse of :func:`capture_rng_state`; returns the warning lines (empty when everything was
+    restored exactly).
+
+    A generator whose saved state belongs to another kind of generator (a checkpoint written before
+    the shared latent generator moved to the training device holds a CPU state; a CUDA run cannot take
+    it, and its numbers could not be continued on the device anyway) is re-seeded deterministically
+    from that state, with one warning line naming ``path``: the run goes on, reproducibly, but is not
+    bit-identical to an uninterrupted run. A generator missing from the checkpoint raises
+    :class:`CheckpointError` naming ``path``.
+    """
     torch.set_rng_state(state["torch_cpu"])
     npst = state["numpy"]
     np.random.set_state(  # noqa: NPY002
@@ -148,12 +196,24 @@ def restore_rng_state(state: dict[str, Any], generators: dict[str, torch.Generat
     )
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    saved, devices = state["generators"], state.get("generator_devices", {})
+    missing = sorted(set(generators) - set(saved))
+    if missing:
+        raise CheckpointError(
+            f"{path}: no saved state for the RNG generator(s) {', '.join(missing)} (it holds "
+            f"{', '.join(sorted(saved)) or 'none'}): written by another fastprogan build; resume it with "
+            "that build, or start a new run"
+        )
+    warnings = []
     for name, g in generators.items():
-        g.set_state(state["generators"][name])
+        note = _restore_generator(name, g, saved[name], devices.get(name), path)
+        if note is not None:
+            warnings.append(note)
     if "torch_cuda" in state and torch.cuda.is_available():
         # Per device; a job resumed on a node with fewer GPUs restores the ones it has.
         for index, device_state in enumerate(state["torch_cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(device_state, index)
+    return warnings
 
 
 # ---- writing ------------------------------------------------------------------------------------

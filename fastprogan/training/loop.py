@@ -208,6 +208,7 @@ class Trainer:
         # written by this job: they all find the same file.
         path = ckpt.resolve_resume(resume, self.run_dir) if resume is not None else None
         self.data_note = ""
+        self.resume_warnings: list[str] = []  # set by _load_state, logged when the run starts
         if path is not None:
             state = ckpt.load_checkpoint(path)
             stored = dict(state["config"])
@@ -429,7 +430,10 @@ class Trainer:
         self.snapshot_index = int(p["snapshot_index"])
         self.auto_batch = {int(k): int(v) for k, v in state["auto_batch"].items()}
         self._loader_state = state["loader"]
-        ckpt.restore_rng_state(ckpt.rng_state_of(state["rng"], self.resumed_from), self.generators)
+        # Warnings (a generator state of another kind, re-seeded) are logged once the run's log opens.
+        self.resume_warnings = ckpt.restore_rng_state(
+            ckpt.rng_state_of(state["rng"], self.resumed_from), self.generators, self.resumed_from
+        )
         self.last_checkpoint, self.last_checkpoint_nimg = self.resumed_from, self.nimg
 
     # ---- schedule / data ----------------------------------------------------------------------
@@ -684,6 +688,8 @@ class Trainer:
             f"({self.dataset.num_images} images)"
         )
         self.feedback_log("config: " + cfg.to_json().replace("\n", "\n  "))
+        for warning in self.resume_warnings:
+            self.feedback_log(warning)
         if cfg.num_gpus != self.env.world_size:
             self.feedback_log(
                 f"note: preset {cfg.preset} is tuned for {cfg.num_gpus} GPU(s); this job has "

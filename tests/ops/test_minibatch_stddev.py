@@ -80,3 +80,32 @@ def test_bad_arguments_fail_before_launch():
         ops.minibatch_stddev(torch.randn(6, 3), 2, impl="triton")
     with pytest.raises(ValueError, match="group_size"):
         ops.minibatch_stddev(torch.randn(6, 3, 4, 4), 0, impl="triton")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "view"])
+def test_first_order_backward_is_one_kernel_and_matches_the_differentiable_formula(layout, check_close):
+    from fastprogan.tools.dispatch import count_ops
+
+    x = make_input((8, 6, 3, 5), layout).requires_grad_()
+    y = ops.minibatch_stddev(x, 4, impl="triton")
+    grad = torch.randn(y.shape)
+    out = {}
+    counter = count_ops(lambda: out.update(fused=torch.autograd.grad(y, x, grad, retain_graph=True)[0]))
+    # one launch (plus at most a layout copy of a view's saved x), none of the formula's 16 torch ops
+    assert counter.counts["fastprogan.minibatch_stddev_backward"] == 1, counter.counts
+    assert counter.counts["aten.mean"] == 0 and counter.counts["aten.sqrt"] == 0, counter.counts
+    # create_graph=True takes the differentiable torch formula: the same numbers to fp32 rounding
+    (formula,) = torch.autograd.grad(y, x, grad, create_graph=True)
+    assert formula.requires_grad
+    check_close(out["fused"], formula, rtol=1e-6, atol=1e-7, what="kernel vs formula")
+    # an expanded (stride-0) incoming gradient, as y.sum() gives
+    (gx,) = torch.autograd.grad(y.sum(), x)
+    (gx_ref,) = torch.autograd.grad(ops.minibatch_stddev_ref(x, 4).sum(), x)
+    check_close(gx, gx_ref, rtol=1e-5, atol=1e-6, what="expanded grad")
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_backward_opcheck(layout):
+    x = make_input((6, 5, 2, 3), layout)
+    grad = make_input((6, 6, 2, 3), layout, seed=1)
+    torch.library.opcheck(torch.ops.fastprogan.minibatch_stddev_backward.default, (x, grad, 3))

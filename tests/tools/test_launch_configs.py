@@ -33,8 +33,8 @@ def _exercise_epilogue_ops(dtype: torch.dtype) -> None:
         xi = x.clone().requires_grad_()  # no bias gradient: the plain lrelu_grad kernel
         ops.bias_act(xi, None, 0.2, impl="triton").sum().backward()
         ops.pixel_norm(x, impl="triton")
-        if x.ndim == 4:
-            ops.minibatch_stddev(x[:2], 2, impl="triton")
+        if x.ndim == 4:  # forward and the first-order backward kernel
+            ops.minibatch_stddev(x[:2].clone().requires_grad_(), 2, impl="triton").sum().backward()
 
 
 def _exercise_conv_ops(dtype: torch.dtype) -> None:

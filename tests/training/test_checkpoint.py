@@ -125,3 +125,83 @@ def test_resume_missing_paths_name_the_thing(tmp_path):
         ckpt.resolve_resume("latest", tmp_path)
     with pytest.raises(CheckpointError, match="nope.pt"):
         ckpt.resolve_resume(str(tmp_path / "nope.pt"), tmp_path)
+
+
+class _DeviceGeneratorStandIn:
+    """What the trainer's shared generator is on a CUDA run, as far as restore_rng_state looks at it
+    (no CUDA here): device type cuda, a 16-byte Philox state, manual_seed."""
+
+    def __init__(self) -> None:
+        self.device = torch.device("cuda")
+        self.seeds: list[int] = []
+        self.set_states = 0
+
+    def get_state(self) -> torch.Tensor:
+        return torch.zeros(16, dtype=torch.uint8)
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.set_states += 1
+        raise RuntimeError("a CUDA generator cannot take this state")
+
+    def manual_seed(self, seed: int) -> "_DeviceGeneratorStandIn":
+        self.seeds.append(seed)
+        return self
+
+
+def _pre_device_draw_state() -> dict:
+    """A checkpoint's ``rng`` as builds before the device-side draws wrote it: CPU generator states,
+    no ``generator_devices`` entry."""
+    shared, mirror = torch.Generator().manual_seed(11), torch.Generator().manual_seed(12)
+    torch.rand(5, generator=shared)  # mid-stream
+    state = ckpt.capture_rng_state({"shared": shared, "mirror": mirror})
+    del state["generator_devices"]
+    return state
+
+
+def test_old_checkpoint_on_a_device_generator_is_reseeded_with_one_warning():
+    state = _pre_device_draw_state()
+    mirror = torch.Generator().manual_seed(0)
+    expected_mirror = torch.Generator()
+    expected_mirror.set_state(state["generators"]["mirror"])
+    shared = _DeviceGeneratorStandIn()
+    warnings = ckpt.restore_rng_state(state, {"shared": shared, "mirror": mirror}, "run/checkpoint-7.pt")
+    # the CPU-side generator of the same kind continues exactly
+    assert torch.equal(torch.rand(4, generator=mirror), torch.rand(4, generator=expected_mirror))
+    # the device generator is never handed the CPU state; it is seeded from it, deterministically
+    assert shared.set_states == 0
+    assert shared.seeds == [ckpt.reseed_from_state(state["generators"]["shared"])]
+    assert len(warnings) == 1
+    line = warnings[0]
+    assert "run/checkpoint-7.pt" in line and "'shared'" in line and "cpu generator" in line
+    assert "not bit-identical" in line and "\n" not in line
+    again = _DeviceGeneratorStandIn()
+    ckpt.restore_rng_state(_pre_device_draw_state(), {"shared": again, "mirror": mirror})
+    assert again.seeds == shared.seeds  # the same checkpoint, the same continuation
+
+
+def test_device_state_on_a_cpu_generator_is_reseeded_and_reproducible():
+    state = _pre_device_draw_state()
+    philox = torch.arange(16, dtype=torch.uint8)  # what a CUDA run saves for its shared generator
+    state["generators"]["shared"] = philox
+    state["generator_devices"] = {"shared": "cuda", "mirror": "cpu"}
+    draws = []
+    for _ in range(2):
+        shared, mirror = torch.Generator(), torch.Generator()
+        (warning,) = ckpt.restore_rng_state(state, {"shared": shared, "mirror": mirror}, "ckpt.pt")
+        draws.append(torch.randn(6, generator=shared))
+    assert "cuda generator" in warning and "this run draws it on cpu" in warning
+    assert torch.equal(draws[0], draws[1])
+    assert torch.equal(
+        draws[0], torch.randn(6, generator=torch.Generator().manual_seed(ckpt.reseed_from_state(philox)))
+    )
+
+
+def test_same_kind_restores_exactly_without_warnings_and_missing_generator_is_an_error():
+    state = _pre_device_draw_state()  # no generator_devices: the kind comes from the state's size
+    shared = torch.Generator()
+    assert ckpt.restore_rng_state(state, {"shared": shared, "mirror": torch.Generator()}) == []
+    reference = torch.Generator()
+    reference.set_state(state["generators"]["shared"])
+    assert torch.equal(torch.rand(3, generator=shared), torch.rand(3, generator=reference))
+    with pytest.raises(CheckpointError, match=r"ckpt\.pt: no saved state for the RNG generator\(s\) extra"):
+        ckpt.restore_rng_state(state, {"extra": torch.Generator()}, "ckpt.pt")

@@ -37,3 +37,21 @@ def test_resume_refuses_changing_the_arithmetic(finished_run, capsys):
     rc = main(["train", "--out", str(finished_run), "--resume", "latest", "--lr", "0.5", "--no-progress"])
     assert rc == 2
     assert "cannot change lr_base when resuming" in capsys.readouterr().err
+
+
+def test_resume_with_a_generator_state_of_another_kind_warns_once_and_continues(default_dataset, tmp_path):
+    """A checkpoint whose shared-generator state belongs to another kind of generator (here a CUDA
+    run's 16-byte Philox state resumed on CPU; on a GPU: the CPU state of builds before the device-side
+    draws) resumes with one warning line in log.txt, re-seeded from the saved state."""
+    run = tmp_path / "run"
+    Trainer(run, tiny_config(default_dataset, snapshot_ticks=1), progress=False).run(stop_after_ticks=1)
+    path = list_checkpoints(run)[-1]
+    state = torch.load(path, weights_only=False)
+    state["rng"]["generators"]["shared"] = torch.arange(16, dtype=torch.uint8)
+    state["rng"]["generator_devices"] = {"shared": "cuda", "mirror": "cpu"}
+    torch.save(state, path)
+    trainer = Trainer(run, tiny_config(default_dataset, snapshot_ticks=1), resume="latest", progress=False)
+    trainer.run(stop_after_ticks=1)
+    lines = [line for line in (run / "log.txt").read_text().splitlines() if "not bit-identical" in line]
+    assert len(lines) == 1 and str(path) in lines[0] and "'shared'" in lines[0], lines
+    assert load_checkpoint(list_checkpoints(run)[-1])["progress"]["nimg"] > state["progress"]["nimg"]
