@@ -3,7 +3,9 @@
 Every line printed during a run also goes to ``run_dir/log.txt``; every tick appends one JSON object
 to ``run_dir/stats.jsonl``. TensorBoard events (``run_dir/tensorboard``) are written when the
 ``tensorboard`` package is installed (``pip install fastprogan[tensorboard]``); otherwise the log says
-once that they are off and why. Other ranks stay silent.
+once that they are off and why. Other ranks stay silent, except for what they find wrong with the
+data (``RankLog``): a corrupt image a rank skipped or stopped at goes at once to that rank's own
+``run_dir/log-rank<R>.txt``, and the skips are gathered into rank 0's ``log.txt`` at the next tick.
 
 The bar counts kimg rounded to 3 decimals (``1.92/2.2``, not ``1.9200000000000008/2.2``) and is set,
 not incremented, so it never drifts and never passes 100% (the last round may overshoot
@@ -170,6 +172,34 @@ class Feedback:
                 except (OSError, ValueError):
                     pass
         self._bar = self._tb = self._log = self._stats = None
+
+
+class RankLog:
+    """The data-integrity lines of a rank other than 0 (e.g. "skipped corrupt image 7 of ...").
+
+    Each line is appended at once to ``run_dir/log-rank<R>.txt`` (one file per rank: no two processes
+    write one file, which shared filesystems do not make safe), so it survives even a run that stops
+    on this rank; ``take()`` hands the lines written since the last call to the trainer, which gathers
+    them into rank 0's ``log.txt`` at the tick.
+    """
+
+    def __init__(self, run_dir: Path, rank: int) -> None:
+        self.path = run_dir / f"log-rank{rank}.txt"
+        self._pending: list[str] = []
+
+    def log(self, message: str) -> None:
+        """Append ``message`` to this rank's log file and keep it for rank 0."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(message + "\n")
+        except OSError as exc:
+            raise output_error(self.path, exc) from None
+        self._pending.append(message)
+
+    def take(self) -> list[str]:
+        """The lines logged since the last call (and forget them)."""
+        lines, self._pending = self._pending, []
+        return lines
 
 
 _PROGRESS = {
