@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from fastprogan.training.atomic import write_atomically
 from fastprogan.training.errors import output_error
 
 
@@ -242,13 +242,5 @@ def peak_memory_gib(device_type: str) -> float:
 
 def write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON, atomically (temp file + rename; OutputError on a failed write)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise output_error(path, exc) from None
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
