@@ -8,35 +8,23 @@ log-rank1.txt keeps the reason (rank 0 cannot hear of it).
 from __future__ import annotations
 
 import shutil
-import socket
 
 import numpy as np
-import torch
 import torch.multiprocessing as mp
 
 from fastprogan.data import ImageLoader, open_dataset
-from fastprogan.training.distributed import DistEnv
 from fastprogan.training.loop import Trainer
-from tests.training.helpers import tiny_config
+from tests.training.helpers import free_port, gloo_worker_env, tiny_config
 
 SETTINGS = dict(mbstd_group_size=1, total_kimg=0.064, snapshot_ticks=0, image_snapshot_ticks=0, num_workers=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, data: str, run_dir: str, skip_bad: bool) -> None:
-    import os
 
     from fastprogan.data.errors import CorruptImageError
     from fastprogan.training.distributed import shutdown
 
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    env = DistEnv(rank=rank, world_size=world, local_rank=rank)
+    env = gloo_worker_env(rank, world, port)
     config = tiny_config(data, skip_bad=skip_bad, **SETTINGS)
     trainer = Trainer(run_dir, config, device="cpu", progress=False, env=env)
     try:
@@ -76,7 +64,7 @@ def test_rank_1_corrupt_image_reaches_the_run_log(default_dataset, tmp_path):
     index = _corrupt_one_image_of_rank_1(default_dataset, data)
 
     skip = tmp_path / "skip"
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(skip), True), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(skip), True), nprocs=2, join=True)
     found = f"skipped corrupt image {index} of {data / 'res_0004.npy'}"
     rank_log = (skip / "log-rank1.txt").read_text()
     assert found in rank_log
@@ -86,6 +74,6 @@ def test_rank_1_corrupt_image_reaches_the_run_log(default_dataset, tmp_path):
     assert not (skip / "log-rank0.txt").exists()
 
     stop = tmp_path / "stop"
-    mp.spawn(_worker, args=(2, _free_port(), str(data), str(stop), False), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(data), str(stop), False), nprocs=2, join=True)
     rank_log = (stop / "log-rank1.txt").read_text()
     assert f"rank 1 stopped: {data / 'res_0004.npy'}: image {index} does not match its xxh3_64" in rank_log
