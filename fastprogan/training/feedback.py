@@ -188,13 +188,19 @@ class RankLog:
         self._pending: list[str] = []
 
     def log(self, message: str) -> None:
-        """Append ``message`` to this rank's log file and keep it for rank 0."""
+        """Append ``message`` to this rank's log file and keep it for rank 0.
+
+        Never raises: a rank whose node cannot write the run directory (e.g. it is not on a shared
+        filesystem) prints the line to its stderr instead and keeps training; rank 0 still gets it."""
+        self._pending.append(message)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path, "a", encoding="utf-8") as f:
                 f.write(message + "\n")
         except OSError as exc:
-            raise output_error(self.path, exc) from None
-        self._pending.append(message)
+            print(
+                f"{message} (not written to {self.path}: {exc.strerror or exc})", file=sys.stderr, flush=True
+            )
 
     def take(self) -> list[str]:
         """The lines logged since the last call (and forget them)."""

@@ -77,3 +77,19 @@ def test_rank_1_corrupt_image_reaches_the_run_log(default_dataset, tmp_path):
     mp.spawn(_worker, args=(2, free_port(), str(data), str(stop), False), nprocs=2, join=True)
     rank_log = (stop / "log-rank1.txt").read_text()
     assert f"rank 1 stopped: {data / 'res_0004.npy'}: image {index} does not match its xxh3_64" in rank_log
+
+
+def test_rank_log_survives_an_unwritable_run_dir(tmp_path, capsys):
+    from fastprogan.training.feedback import RankLog
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    log = RankLog(blocker / "run", 3)  # its run directory cannot exist
+    log.log("skipped corrupt image 5 of ds/res_0004.npy")
+    assert "skipped corrupt image 5" in capsys.readouterr().err  # said on stderr, training goes on
+    assert log.take() == ["skipped corrupt image 5 of ds/res_0004.npy"]  # still handed to rank 0
+    assert log.take() == []
+    ok = RankLog(tmp_path / "run", 1)
+    ok.log("a")
+    ok.log("b")
+    assert (tmp_path / "run" / "log-rank1.txt").read_text() == "a\nb\n"
