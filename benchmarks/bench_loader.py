@@ -2,20 +2,23 @@
 the cost of checksum verification (``verify=True``, the default) as on/off ratios.
 
     python -m pytest benchmarks/bench_loader.py --benchmark-enable     # pytest-benchmark
-    python benchmarks/bench_loader.py                                  # prints a table
+    python benchmarks/bench_loader.py [REPEATS]                        # prints a table
 
 A synthetic dataset (random uint8 images: incompressible, like real data to a memcpy) is built once
 per resolution in a temp dir through the normal create path; it is read once to warm the page cache,
 then batches are drawn. Target: >= 1 GB/s.
 
-Verification cost. The loader hashes an image (xxh3_64) the first time the process reads it and
-remembers the verdict on the opened dataset, so two numbers matter, each measured as interleaved
-on/off rounds in one process (speeds here drift up to 3x minute to minute; only ratios of
-interleaved runs mean anything) and reported as the ratio of median throughputs:
-  * steady: a dataset whose images were all checked once already (every later epoch, phase and
-    loader): the cost of the per-batch lookup only. Budget: >= 0.85 (at most 15% slower).
-  * first epoch: a freshly opened dataset, one epoch, every image hashed as it is read (the worst
-    case, once per process and level).
+Verification cost. The loader hashes an image (xxh3_64) the first time the process reads it, in the
+same visit as its copy (``copy_and_hash``: the bytes are read from memory once), and remembers the
+verdict on the opened dataset. Two numbers matter, each the ratio verify on / off of median
+throughputs from interleaved on/off rounds in one process (speeds here drift up to 3x minute to
+minute; only ratios of interleaved runs mean anything). Budget for both: >= 0.85 (at most 15% slower).
+  * first read: whole epochs in which no image has been checked yet (every image is hashed as it is
+    read: the first epoch at each level of a run, once per process);
+  * steady: every image checked already (every later epoch, phase and loader): a per-batch lookup.
+Each is reported three ways: wall clock; per CPU second of this process (verification is CPU work,
+so this is steadier on a shared machine); and "min": the fastest of 300 interleaved timings of
+gathering one batch (least sensitive to other jobs).
 """
 
 from __future__ import annotations
@@ -76,14 +79,24 @@ def measure(
     return done / (cpu_elapsed if cpu else elapsed)
 
 
-def measure_first_epoch(path: Path, resolution: int, num_workers: int, verify: bool) -> tuple[float, float]:
-    """(bytes per wall second, per CPU second) over one epoch of a freshly opened dataset (with verify:
-    every image hashed as it is read)."""
+def measure_first_reads(
+    path: Path, resolution: int, num_workers: int, verify: bool, seconds: float = 0.3
+) -> tuple[float, float]:
+    """(bytes per wall second, per CPU second) over whole epochs in which no image was checked yet:
+    before each epoch the dataset's record of checked images is cleared (outside the timing), so with
+    verify every image is hashed as it is read; without, the same epochs unchecked."""
     _, batch = CASES[resolution]
-    loader = ImageLoader(open_dataset(path), resolution, batch, num_workers=num_workers, verify=verify)
-    start, cpu_start = time.perf_counter(), time.process_time()
-    done = sum(next(loader).numel() for _ in range(loader.steps_per_epoch))
-    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
+    ds = open_dataset(path)
+    loader = ImageLoader(ds, resolution, batch, num_workers=num_workers, verify=verify)
+    level = ds.verified(resolution)
+    done, elapsed, cpu_elapsed = 0, 0.0, 0.0
+    while elapsed < seconds:
+        loader.close()  # no batch gathered ahead of the reset
+        level.state[:] = level.UNCHECKED
+        start, cpu_start = time.perf_counter(), time.process_time()
+        done += sum(next(loader).numel() for _ in range(loader.steps_per_epoch))
+        elapsed += time.perf_counter() - start
+        cpu_elapsed += time.process_time() - cpu_start
     loader.close()
     return done / elapsed, done / max(cpu_elapsed, 1e-9)
 
@@ -91,24 +104,25 @@ def measure_first_epoch(path: Path, resolution: int, num_workers: int, verify: b
 def verify_ratios(
     path: Path, resolution: int, num_workers: int, rounds: int = 7, seconds: float = 0.3
 ) -> dict[str, float]:
-    """Interleaved verify on/off rounds in this process: median GB/s of each and their ratios."""
+    """Interleaved verify on/off rounds in this process: median GB/s of each and their ratios
+    (``steady_*``: all images checked; ``first_*``: none checked)."""
     checked = open_dataset(path)  # one opened dataset: its images are checked in the warm-up below
     warm = ImageLoader(checked, resolution, CASES[resolution][1])
     for _ in range(warm.steps_per_epoch):
         next(warm)
-    kinds = ("wall", "cpu", "first", "first_cpu")
+    kinds = ("steady", "steady_cpu", "first", "first_cpu")
     runs: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in kinds}
     for i in range(rounds):
         for verify in (False, True) if i % 2 == 0 else (True, False):  # alternate which goes first
-            runs["wall"][verify].append(measure(path, resolution, num_workers, seconds, verify, checked))
-            runs["cpu"][verify].append(
+            runs["steady"][verify].append(measure(path, resolution, num_workers, seconds, verify, checked))
+            runs["steady_cpu"][verify].append(
                 measure(path, resolution, num_workers, seconds, verify, checked, cpu=True)
             )
-            wall, cpu = measure_first_epoch(path, resolution, num_workers, verify)
+            wall, cpu = measure_first_reads(path, resolution, num_workers, verify, seconds)
             runs["first"][verify].append(wall)
             runs["first_cpu"][verify].append(cpu)
     med = {k: {v: float(np.median(x)) / 1e9 for v, x in d.items()} for k, d in runs.items()}
-    out = {"off_gbps": med["wall"][False], "on_gbps": med["wall"][True]}
+    out = {"off_gbps": med["steady"][False], "on_gbps": med["steady"][True]}
     out.update({"first_off_gbps": med["first"][False], "first_on_gbps": med["first"][True]})
     for key in kinds:
         out[f"{key}_ratio"] = med[key][True] / med[key][False]
@@ -116,38 +130,35 @@ def verify_ratios(
 
 
 def batch_time_ratios(path: Path, resolution: int, reps: int = 300) -> dict[str, float]:
-    """Throughput ratios on/off from the fastest of ``reps`` interleaved timings of one batch: the
-    gather (copy) alone, and the verification step on that batch's copies, once with the images
-    already checked (steady) and once unchecked (first read: every image hashed). on/off is
-    t_gather / (t_gather + t_check). The minimum filters out the descheduling that dominates wall
-    times on a shared machine; timing the check itself separates its cost from copy-speed noise."""
+    """on/off throughput ratios of gathering one batch, from the fastest of ``reps`` interleaved
+    timings of each: verify off, verify on with the batch's images checked (steady) and verify on with
+    them unchecked (first read: every image hashed as it is copied). The minimum filters out the
+    descheduling that dominates wall times on a shared machine."""
     _, batch = CASES[resolution]
     ds = open_dataset(path)
-    loader = ImageLoader(ds, resolution, batch, verify=True)
-    idx = loader._share(0)[:batch]  # the first batch of epoch 0: a typical scattered batch
+    loaders = {
+        "off": ImageLoader(ds, resolution, batch, verify=False),
+        "steady": ImageLoader(ds, resolution, batch, verify=True),
+        "first": ImageLoader(ds, resolution, batch, verify=True),
+    }
+    idx = loaders["off"]._next_indices(0, 0)[0]  # the first batch of epoch 0: a typical scattered batch
     level = ds.verified(resolution)
-    dst = loader._gather(idx).numpy()  # [B, C, R, R]; its images are now checked
-    times: dict[str, list[float]] = {"gather": [], "steady": [], "first": []}
+    loaders["steady"]._gather(idx)  # its images are now checked
+    times: dict[str, list[float]] = {k: [] for k in loaders}
+    kinds = tuple(loaders)
     for i in range(reps):
-        kinds = ("gather", "steady", "first")
         for kind in kinds[i % 3 :] + kinds[: i % 3]:  # rotate the order
-            if kind == "first":
-                level.state[idx] = level.UNCHECKED
+            level.state[idx] = level.UNCHECKED if kind == "first" else level.SOUND
             start = time.perf_counter()
-            if kind == "gather":
-                loader._verified, saved = None, loader._verified  # the copy only
-                loader._gather(idx)
-                loader._verified = saved
-            else:
-                loader._check(idx, dst)
+            loaders[kind]._gather(idx)
             times[kind].append(time.perf_counter() - start)
     t = {k: min(v) for k, v in times.items()}
     return {
-        "gather_us": t["gather"] * 1e6,
-        "steady_check_us": t["steady"] * 1e6,
-        "first_check_us": t["first"] * 1e6,
-        "steady_min_ratio": t["gather"] / (t["gather"] + t["steady"]),
-        "first_min_ratio": t["gather"] / (t["gather"] + t["first"]),
+        "gather_us": t["off"] * 1e6,
+        "steady_us": t["steady"] * 1e6,
+        "first_us": t["first"] * 1e6,
+        "steady_min_ratio": t["off"] / t["steady"],
+        "first_min_ratio": t["off"] / t["first"],
     }
 
 
@@ -181,30 +192,34 @@ def test_verify_cost_ratio(benchmark, tmp_path_factory, resolution, num_workers)
     benchmark.extra_info.update({k: round(v, 3) for k, v in ratios.items()})
 
 
-def main() -> None:
-    header = f"{'resolution':>10} {'images':>7} {'batch':>6} {'workers':>8}"
+def main(repeats: int = 1) -> None:
+    """Print the throughput and verify on/off table; ``repeats`` runs it several times (speeds drift)."""
     print(
-        f"{header} {'GB/s off':>9} {'GB/s on':>8} {'on/off':>7} {'cpu on/off':>10} {'min on/off':>10} "
-        f"{'1st epoch off':>14} {'on':>6} {'on/off':>7} {'cpu on/off':>10} {'min on/off':>10}"
+        f"{'res':>5} {'images':>6} {'batch':>5} {'workers':>7} {'GB/s off':>8} | first read on/off: "
+        f"{'wall':>6} {'cpu':>6} {'min':>6} | steady on/off: {'wall':>6} {'cpu':>6} {'min':>6}"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        for resolution, (n, batch) in CASES.items():
-            path = build(Path(tmp), resolution)
-            for workers in (0, 2):
-                r = verify_ratios(path, resolution, workers)
-                m = batch_time_ratios(path, resolution)  # single-threaded gather: same for both rows
-                print(
-                    f"{resolution:>10} {n:>7} {batch:>6} {workers:>8} {r['off_gbps']:>9.2f} {r['on_gbps']:>8.2f} "
-                    f"{r['wall_ratio']:>7.3f} {r['cpu_ratio']:>10.3f} {m['steady_min_ratio']:>10.3f} "
-                    f"{r['first_off_gbps']:>14.2f} {r['first_on_gbps']:>6.2f} {r['first_ratio']:>7.3f} "
-                    f"{r['first_cpu_ratio']:>10.3f} {m['first_min_ratio']:>10.3f}"
-                )
-    print("steady: every image already checked in this process (later epochs); budget on/off >= 0.85")
-    print("on/off: wall-clock throughput ratio; cpu on/off: per CPU second of this process (steadier);")
-    print("min on/off: copy vs copy + check, fastest of 300 interleaved one-batch timings (least")
-    print("  sensitive to other jobs sharing the CPU)")
-    print("1st epoch: a freshly opened dataset, every image hashed as it is first read (once per process)")
+        for repeat in range(repeats):
+            for resolution, (n, batch) in CASES.items():
+                path = build(Path(tmp), resolution)
+                for workers in (0, 2):
+                    r = verify_ratios(path, resolution, workers)
+                    m = batch_time_ratios(path, resolution)  # single-threaded gather: same for both rows
+                    print(
+                        f"{resolution:>5} {n:>6} {batch:>5} {workers:>7} {r['off_gbps']:>8.2f} | "
+                        f"{'':>18} {r['first_ratio']:>6.3f} {r['first_cpu_ratio']:>6.3f} "
+                        f"{m['first_min_ratio']:>6.3f} | {'':>14} {r['steady_ratio']:>6.3f} "
+                        f"{r['steady_cpu_ratio']:>6.3f} {m['steady_min_ratio']:>6.3f}",
+                        flush=True,
+                    )
+            if repeat + 1 < repeats:
+                print("-" * 20, flush=True)
+    print("on/off: throughput with verification / without (1.0 = free); budget >= 0.85 for both.")
+    print("first read: no image checked yet, every image hashed as it is copied (the first epoch per")
+    print("  level and process); steady: all checked (every later epoch, phase and loader).")
+    print("wall: wall clock; cpu: per CPU second of this process (steadier on a shared machine);")
+    print("  min: fastest of 300 interleaved one-batch gathers (least sensitive to other jobs).")
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 1)

@@ -19,7 +19,8 @@ state restores any job. (States of version 1 counted a rank's share; they load a
 which is the same position.)
 
 Integrity. With ``verify`` (the default) every image is checked against the manifest's per-image
-xxh3_64 the first time this process reads it (the copy that goes into the batch is hashed), and
+xxh3_64 the first time this process reads it, in the same visit as its copy into the batch and
+before the batch is returned (``copy_and_hash``: the bytes are read from memory once), and
 remembered as checked on the dataset object, so later epochs, phases and loaders of the same opened
 dataset cost nothing. A corrupt image raises CorruptImageError naming its index and file; with
 ``skip_bad`` it is replaced in its batch by a sound image of the same batch (the batch keeps its size
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fastprogan.data.checksums import HASH_NAME, VerifiedLevel
+from fastprogan.data.checksums import HASH_NAME, VerifiedLevel, copy_and_hash
 from fastprogan.data.create import level_filename
 from fastprogan.data.errors import CorruptImageError
 from fastprogan.data.shards import ShardedDataset, open_dataset
@@ -149,28 +150,51 @@ class ImageLoader:
         return global_idx[self.rank :: self.world_size], epoch, offset
 
     def _gather(self, idx: np.ndarray) -> torch.Tensor:
-        """Copy images ``idx`` from the memory map into a fresh (pinned) tensor [B, C, R, R]."""
+        """Copy images ``idx`` from the memory map into a fresh (pinned) tensor [B, C, R, R]; with
+        verify, hash the images not yet checked in this process as they are copied."""
         c, r = self.dataset.channels, self.resolution
         out = torch.empty((len(idx), c, r, r), dtype=torch.uint8, pin_memory=self.pin_memory)
         dst = out.numpy()
+        level = self._verified
+        new: list[int] = []  # dataset indices found corrupt by this gather (reported once)
+        images = self._images
+        state = None if level is None else level.state[idx]  # [B] this process's verdicts so far
         if c * r * r < _SMALL_IMAGE_BYTES:
-            np.take(self._images, idx, axis=0, out=dst)
+            np.take(images, idx, axis=0, out=dst)
         else:
             # Visit the file in ascending order (friendlier to readahead); each copy is one memcpy.
-            for j in np.argsort(idx, kind="stable"):
-                dst[j] = self._images[idx[j]]
-        if self._verified is not None:
-            self._check(idx, dst)
+            order = np.argsort(idx, kind="stable").tolist()
+            todo = None if state is None else state == VerifiedLevel.UNCHECKED  # [B]
+            if todo is None or not todo.any():  # steady state: every image checked already
+                for j in order:
+                    dst[j] = images[idx[j]]
+            else:
+                # An unchecked image is hashed in the same visit (copy_and_hash: its bytes are read
+                # from memory once; a second pass over the batch would read them from L3 or memory
+                # again). Python lists: this loop's per-image overhead is part of the measured cost.
+                indices, todo_list, record = idx.tolist(), todo.tolist(), level.record
+                for j in order:
+                    i = indices[j]
+                    if todo_list[j]:
+                        if record(i, copy_and_hash(images[i], dst[j]))[1]:
+                            new.append(i)
+                    else:
+                        dst[j] = images[i]
+        # After one pass over the level every verdict is SOUND: the batch costs the one lookup above.
+        if state is not None and (new or not (state == VerifiedLevel.SOUND).all()):
+            self._check(idx, dst, new)
         return out
 
-    def _check(self, idx: np.ndarray, dst: np.ndarray) -> None:
+    def _check(self, idx: np.ndarray, dst: np.ndarray, new: list[int]) -> None:
         """Verify the images of this batch not yet checked in this process (dst [B, C, R, R] holds
-        the copies); raise on a corrupt one, or with skip_bad replace it by a sound one of the batch."""
+        the copies); raise on a corrupt one, or with skip_bad replace it by a sound one of the batch.
+        ``new``: dataset indices the gather itself just found corrupt (logged once, like those found
+        here)."""
         level = self._verified
         assert level is not None
-        # Only unchecked (0) and known-corrupt (2) entries need work: after one pass over the level,
-        # a batch costs this one vectorised lookup.
-        bad, new = [], []  # batch positions of corrupt images; dataset indices found corrupt just now
+        # Only unchecked (0) and known-corrupt (2) entries need work (the copy loop may have checked
+        # some since the gather's lookup: read the verdicts again).
+        bad = []  # batch positions of corrupt images
         for j in np.flatnonzero(level.state[idx] != VerifiedLevel.SOUND):
             i = int(idx[j])
             if level.state[i] == VerifiedLevel.CORRUPT:

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastprogan.training.atomic import write_atomically
 from fastprogan.training.errors import CheckpointError, NonFiniteError, output_error
 
 FORMAT = "fastprogan-checkpoint"
@@ -228,19 +229,6 @@ def first_non_finite(named_state_dicts: dict[str, dict[str, torch.Tensor]]) -> s
     return None
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some platforms cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict[str, Any], run_dir: str | os.PathLike, nimg: int, *, keep: int) -> Path:
     """Write ``state`` atomically as ``run_dir/checkpoint-<nimg>.pt``; keep the newest ``keep``.
 
@@ -260,29 +248,17 @@ def write_checkpoint_file(state: dict[str, Any], final: Path) -> Path:
     """``torch.save`` the format header + ``state`` to ``final`` atomically (temp file, fsync, rename);
     a failed write (full disk, unwritable folder) raises OutputError naming the file and leaves no
     temporary file behind."""
-    directory = final.parent
-    tmp = directory / f".{final.name}.tmp-{os.getpid()}"
     payload = _canonical({"format": FORMAT, "version": VERSION, **state})
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise output_error(final, exc) from None
+
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise output_error(final, exc) from None
-        if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
-            # torch.save's zip writer reports a failed write (e.g. ENOSPC) as a RuntimeError.
-            raise output_error(final, OSError(0, str(exc).splitlines()[0])) from None
-        raise
-    _fsync_dir(directory)
-    return final
+
+    return write_atomically(final, write, durable=True)
 
 
 def _canonical(obj: Any) -> Any:

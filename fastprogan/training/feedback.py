@@ -3,7 +3,9 @@
 Every line printed during a run also goes to ``run_dir/log.txt``; every tick appends one JSON object
 to ``run_dir/stats.jsonl``. TensorBoard events (``run_dir/tensorboard``) are written when the
 ``tensorboard`` package is installed (``pip install fastprogan[tensorboard]``); otherwise the log says
-once that they are off and why. Other ranks stay silent.
+once that they are off and why. Other ranks stay silent, except for what they find wrong with the
+data (``RankLog``): a corrupt image a rank skipped or stopped at goes at once to that rank's own
+``run_dir/log-rank<R>.txt``, and the skips are gathered into rank 0's ``log.txt`` at the next tick.
 
 The bar counts kimg rounded to 3 decimals (``1.92/2.2``, not ``1.9200000000000008/2.2``) and is set,
 not incremented, so it never drifts and never passes 100% (the last round may overshoot
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from fastprogan.training.atomic import write_atomically
 from fastprogan.training.errors import output_error
 
 
@@ -172,6 +174,40 @@ class Feedback:
         self._bar = self._tb = self._log = self._stats = None
 
 
+class RankLog:
+    """The data-integrity lines of a rank other than 0 (e.g. "skipped corrupt image 7 of ...").
+
+    Each line is appended at once to ``run_dir/log-rank<R>.txt`` (one file per rank: no two processes
+    write one file, which shared filesystems do not make safe), so it survives even a run that stops
+    on this rank; ``take()`` hands the lines written since the last call to the trainer, which gathers
+    them into rank 0's ``log.txt`` at the tick.
+    """
+
+    def __init__(self, run_dir: Path, rank: int) -> None:
+        self.path = run_dir / f"log-rank{rank}.txt"
+        self._pending: list[str] = []
+
+    def log(self, message: str) -> None:
+        """Append ``message`` to this rank's log file and keep it for rank 0.
+
+        Never raises: a rank whose node cannot write the run directory (e.g. it is not on a shared
+        filesystem) prints the line to its stderr instead and keeps training; rank 0 still gets it."""
+        self._pending.append(message)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(message + "\n")
+        except OSError as exc:
+            print(
+                f"{message} (not written to {self.path}: {exc.strerror or exc})", file=sys.stderr, flush=True
+            )
+
+    def take(self) -> list[str]:
+        """The lines logged since the last call (and forget them)."""
+        lines, self._pending = self._pending, []
+        return lines
+
+
 _PROGRESS = {
     "kimg",
     "lod",
@@ -212,13 +248,5 @@ def peak_memory_gib(device_type: str) -> float:
 
 def write_json(path: Path, data: Any) -> None:
     """``data`` as indented JSON, atomically (temp file + rename; OutputError on a failed write)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise output_error(path, exc) from None
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -117,24 +117,11 @@ def save_png(image: torch.Tensor, path: str | os.PathLike) -> Path:
     """
     from PIL import Image
 
-    from fastprogan.training.errors import output_error
+    from fastprogan.training.atomic import write_atomically
 
     arr = image.permute(1, 2, 0).numpy()  # [H, W, C]
     pil = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)  # uint8: "L" or "RGB"
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pil.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise output_error(path, exc) from None
-        raise
-    return path
+    return write_atomically(path, lambda tmp: pil.save(tmp, format="PNG"))
 
 
 def save_grid(images: torch.Tensor, paths: Iterable[str | os.PathLike]) -> torch.Tensor:

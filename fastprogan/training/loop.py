@@ -45,12 +45,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from fastprogan.data.errors import DatasetError
 from fastprogan.training import checkpoint as ckpt
 from fastprogan.training import distributed as dist_utils
 from fastprogan.training.config import TrainingConfig
 from fastprogan.training.ema import make_ema
 from fastprogan.training.errors import ConfigError, Interrupted, NonFiniteError, output_error
-from fastprogan.training.feedback import Feedback, peak_memory_gib, write_json
+from fastprogan.training.feedback import Feedback, RankLog, peak_memory_gib, write_json
 from fastprogan.training.graphs import PhaseRunner, StepStats, resolve_cuda_graphs
 from fastprogan.training.images import render, save_grid
 from fastprogan.training.networks import build_discriminator, build_generator
@@ -82,7 +83,7 @@ RESUME_OVERRIDABLE = frozenset(
 # What a run writes into its directory (``--overwrite`` deletes exactly these; OUT/dataset, the embedded
 # default dataset, is kept: it is rebuilt identically anyway).
 RUN_FILES = ("config.json", "log.txt", "stats.jsonl", "reals.png", "grid-latest.png")
-RUN_GLOBS = ("checkpoint-*.pt", "grid-*.png", ".*.tmp-*", "metrics*.json")
+RUN_GLOBS = ("checkpoint-*.pt", "grid-*.png", ".*.tmp-*", "metrics*.json", "log-rank*.txt")
 RUN_DIRS = ("tensorboard",)
 
 
@@ -320,6 +321,7 @@ class Trainer:
 
         self.progress = progress
         self.feedback: Feedback | None = None  # opened by run()
+        self._rank_log: RankLog | None = None  # ranks other than 0: their data-integrity lines
 
     # ---- setup helpers ------------------------------------------------------------------------
     def _make_optimizer(self, module: torch.nn.Module) -> torch.optim.Adam:
@@ -522,7 +524,29 @@ class Trainer:
 
     def _integrity(self) -> dict:
         """The loaders' data-integrity options (fastprogan.data.loader: verify, skip_bad, log)."""
-        return {"verify": self.config.verify_data, "skip_bad": self.config.skip_bad, "log": self.feedback_log}
+        return {"verify": self.config.verify_data, "skip_bad": self.config.skip_bad, "log": self.data_log}
+
+    def data_log(self, message: str) -> None:
+        """A data-integrity line: rank 0 logs it; another rank writes it to its own log-rank<R>.txt and
+        keeps it for rank 0, which logs it, tagged with the rank, at the next tick."""
+        if self.env.is_main:
+            self.feedback_log(message)
+            return
+        if self._rank_log is None:
+            self._rank_log = RankLog(self.run_dir, self.env.rank)
+        self._rank_log.log(message)
+
+    def _gather_rank_logs(self) -> None:
+        """At a tick (every rank is here): rank 0 logs the other ranks' data-integrity lines.
+
+        A collective only where such lines can appear (skip_bad; without it a corrupt image stops the
+        run on the rank that read it, which writes its log-rank<R>.txt and exits)."""
+        if not (self.env.enabled and self.config.verify_data and self.config.skip_bad):
+            return
+        mine = self._rank_log.take() if self._rank_log is not None else []
+        for rank, lines in enumerate(dist_utils.gather_objects(mine, self.env)):
+            for line in lines if rank != self.env.rank else []:
+                self.feedback_log(f"rank {rank}: {line}")
 
     def _next_reals(self, phase: TrainingPhase) -> torch.Tensor:
         from fastprogan.data import fade_reals, prepare_reals
@@ -745,6 +769,7 @@ class Trainer:
                     # The one host read of the tick's statistics; it also waits for the tick's GPU work,
                     # so sec_per_tick below is the real time (nothing else syncs within a tick).
                     means = self._tick_stats(phase)
+                    self._gather_rank_logs()
                     t0 = time.time()
                     self.tick += 1
                     now = time.time()
@@ -794,6 +819,10 @@ class Trainer:
                 self.feedback_log(
                     f"done: {self.nimg / 1000:.1f} kimg; last checkpoint {self.last_checkpoint}"
                 )
+        except DatasetError as exc:
+            if not self.env.is_main:  # rank 0 cannot hear of it: this rank's own log keeps the reason
+                self.data_log(f"rank {self.env.rank} stopped: {exc}")
+            raise
         except KeyboardInterrupt:
             self.feedback_log(
                 f"interrupted (Ctrl-C) at kimg {self.nimg / 1000:.3f}; the newest checkpoint is "

@@ -57,7 +57,7 @@ def test_create_writes_an_xxh3_per_image_and_level(dataset):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-@pytest.mark.parametrize("resolution", [4, 32])  # np.take path (small images) and the per-image copy path
+@pytest.mark.parametrize("resolution", [4, 32])  # np.take path (images < 16 KB; the copy loop: below)
 def test_flipped_bytes_stop_the_loader_naming_index_and_file(dataset, resolution, num_workers):
     flip_bytes(dataset, resolution, 7)
     open_dataset(dataset)  # the header and size are fine: opening succeeds, the pixels are wrong
@@ -100,8 +100,12 @@ def test_skip_bad_replaces_the_image_counts_and_logs_once(dataset, num_workers):
 
 def test_each_image_is_hashed_once_per_process(dataset, monkeypatch):
     calls = []
-    real = checksums_mod.image_hash
-    monkeypatch.setattr(checksums_mod, "image_hash", lambda img: calls.append(1) or real(img))
+    real = checksums_mod.VerifiedLevel.record
+    monkeypatch.setattr(
+        checksums_mod.VerifiedLevel,
+        "record",
+        lambda self, i, digest: calls.append(i) or real(self, i, digest),
+    )
     ds = open_dataset(dataset)
     loader = ImageLoader(ds, 16, 4, seed=3)
     read_epoch(loader, 3)
@@ -109,6 +113,50 @@ def test_each_image_is_hashed_once_per_process(dataset, monkeypatch):
     read_epoch(loader, 6)
     ImageLoader(ds, 16, 6, seed=9).__next__()  # another loader of the same opened dataset
     assert len(calls) == 12  # later epochs and loaders cost no hashing
+
+
+@pytest.mark.parametrize("source_first", [False, True], ids=["copy-then-hash", "hash-then-copy"])
+def test_copy_and_hash_equals_the_image_hash_and_copies(source_first, monkeypatch):
+    monkeypatch.setattr(checksums_mod, "_HASH_SOURCE_FIRST_BYTES", 0 if source_first else 1 << 40)
+    images = np.random.default_rng(5).integers(0, 256, (3, 3, 40, 40), np.uint8)  # [N, C, r, r]
+    out = np.zeros_like(images)
+    for i in range(3):
+        assert checksums_mod.copy_and_hash(images[i], out[i]) == image_hash(images[i])
+    assert np.array_equal(out, images)
+    with pytest.raises((BufferError, ValueError)):  # a strided view is refused, never hashed wrongly
+        checksums_mod.copy_and_hash(images[0][:, ::2], out[0][:, ::2])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("source_first", [False, True], ids=["copy-then-hash", "hash-then-copy"])
+def test_per_image_copy_path_hashes_as_it_copies(dataset, monkeypatch, source_first, num_workers):
+    """The per-image copy loop (images of >= 16 KB; forced here for 3 KB ones) verifies in the same
+    visit as the copy, in both orders: a flipped image stops the loader before its batch is returned,
+    with --skip-bad it is replaced and logged once, and sound batches are exact copies."""
+    from fastprogan.data import loader as loader_mod
+
+    monkeypatch.setattr(loader_mod, "_SMALL_IMAGE_BYTES", 0)
+    monkeypatch.setattr(checksums_mod, "_HASH_SOURCE_FIRST_BYTES", 0 if source_first else 1 << 40)
+    ds = open_dataset(dataset)
+    reference = next(ImageLoader(ds, 32, 4, seed=1, verify=False))
+    fresh = ImageLoader(open_dataset(dataset), 32, 4, seed=1, num_workers=num_workers)
+    assert bool((next(fresh) == reference).all())  # sound: the verified batch is the plain copy
+    fresh.close()
+    flip_bytes(dataset, 32, 7)
+    loader = ImageLoader(open_dataset(dataset), 32, 4, seed=1, num_workers=num_workers)
+    with pytest.raises(CorruptImageError, match="image 7 does not match") as info:
+        read_epoch(loader, 3)
+    loader.close()
+    assert info.value.index == 7
+    ds = open_dataset(dataset)
+    logged = []
+    skipping = ImageLoader(ds, 32, 4, seed=1, skip_bad=True, log=logged.append, num_workers=num_workers)
+    batches = read_epoch(skipping, 3)
+    skipping.close()
+    corrupt = np.asarray(ds.images(32)[7])
+    assert all(not np.array_equal(img, corrupt) for b in batches for img in b.numpy())
+    assert len(logged) == 1 and "skipped corrupt image 7 of" in logged[0]
+    assert ds.verified(32).corrupt == [7] and (ds.verified(32).state == 1).sum() == 11
 
 
 def test_verify_false_reads_without_checking(dataset):

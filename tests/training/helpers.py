@@ -59,3 +59,26 @@ def all_tensors(state: dict, prefix: str = "") -> dict:
         elif isinstance(v, (list, tuple)):
             out.update(all_tensors(dict(enumerate(v)), name + "."))
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the rendezvous of a spawned 2-process gloo test)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gloo_worker_env(rank: int, world: int, port: int):
+    """In a worker started by ``torch.multiprocessing.spawn``: one intra-op thread, the rendezvous
+    address, and this rank's DistEnv (the Trainer joins the gloo group on CPU)."""
+    import os
+
+    import torch
+
+    from fastprogan.training.distributed import DistEnv
+
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    return DistEnv(rank=rank, world_size=world, local_rank=rank)

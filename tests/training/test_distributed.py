@@ -8,31 +8,18 @@ cuts its latents, penalty mixing factors and mirror coins from the global draws,
 averaged with one flat all-reduce.
 """
 
-import socket
-
 import torch
 import torch.multiprocessing as mp
 
 from fastprogan.training.checkpoint import checkpoint_name, list_checkpoints, load_checkpoint
-from fastprogan.training.distributed import DistEnv
 from fastprogan.training.loop import Trainer
-from tests.training.helpers import all_tensors, tiny_config
+from tests.training.helpers import all_tensors, free_port, gloo_worker_env, tiny_config
 
 SETTINGS = dict(mbstd_group_size=1, mirror=True, total_kimg=0.256, snapshot_ticks=1, num_workers=0)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, data: str, run_dir: str, ticks: int) -> None:
-    import os
-
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    env = DistEnv(rank=rank, world_size=world, local_rank=rank)
+    env = gloo_worker_env(rank, world, port)
     trainer = Trainer(run_dir, tiny_config(data, **SETTINGS), device="cpu", progress=False, env=env)
     try:
         trainer.run(stop_after_ticks=ticks)
@@ -59,7 +46,7 @@ def _assert_same_training(a: dict, b: dict) -> None:
 def test_two_gloo_processes_equal_one_process_and_resume_on_one(default_dataset, tmp_path):
     two = tmp_path / "two"
     # 2 ticks (128 images: the end of the 4x4 stable phase), then "preempted".
-    mp.spawn(_worker, args=(2, _free_port(), str(default_dataset), str(two), 2), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(default_dataset), str(two), 2), nprocs=2, join=True)
     one = tmp_path / "one"
     Trainer(one, tiny_config(default_dataset, **SETTINGS), progress=False).run()  # uninterrupted
 
