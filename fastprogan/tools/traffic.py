@@ -10,7 +10,8 @@ A ``TorchDispatchMode`` adds the bytes of every tensor read and written by each 
 DRAM traffic of a one-kernel-per-op execution (no cache reuse between ops). Views and aliases move
 nothing and are skipped; allocations (empty*) too. A fastprogan custom op is seen as one op, like any
 aten op, plus the scratch traffic its kernels add inside (``INTERNAL_BYTES``: the partial bias sums
-of the pixel-norm backward and of lrelu_grad_bias, written then read). Everything runs on device="meta": shapes only, no
+of the pixel-norm backward and of lrelu_grad_bias, and the weight-gradient kernel's split partials,
+written then read). Everything runs on device="meta": shapes only, no
 memory, no kernels (the custom ops' fake implementations run), so every resolution up to 1024x1024 at
 the paper's batch sizes costs milliseconds.
 
@@ -76,9 +77,27 @@ def _lrelu_grad_bias_scratch(args, outputs) -> int:
     return 2 * rows * out.shape[1] * outputs[1].element_size()  # partial sums written, then read
 
 
+def _weight_grad_bits_scratch(args, outputs) -> int:
+    """The weight-gradient kernel's fp32 partials (written, then read by the split sum) and the
+    [K, K, C_in, C_out] -> [C_out, C_in, K, K] copy of the summed weight gradient."""
+    from fastprogan.ops._kernels import load_kernels
+
+    g, _, x, _, ksize, _, _ = args
+    kernels = load_kernels("conv2d_bias_act")
+    c_in, c_out = x.shape[1], g.shape[1]
+    tile = kernels.wgrad_tile(c_in, c_out)
+    tiles = -(-(g.shape[0] * g.shape[2] * g.shape[3]) // tile.block_m)
+    taps, ci_blocks = ksize * ksize, -(-c_in // tile.block_k)
+    splits = kernels.weight_grad_splits(tiles, taps, ci_blocks, c_in, c_out, x.numel() * x.element_size())
+    item = outputs[0].element_size()
+    partials = splits * (taps * c_in + 1) * c_out * item
+    return 2 * partials + 2 * taps * c_in * c_out * item
+
+
 INTERNAL_BYTES: dict[str, Callable] = {
     "fastprogan.bias_act_pixel_norm_backward.default": _pixel_norm_backward_scratch,
     "fastprogan.lrelu_grad_bias.default": _lrelu_grad_bias_scratch,
+    "fastprogan.conv_weight_grad_bits.default": _weight_grad_bits_scratch,
 }
 NO_DATA_OPS = {
     "aten.empty.memory_format",
