@@ -12,6 +12,7 @@ backward, from ``conv2d_bias_act.candidates`` (docs/benchmarks.md). ``finish`` w
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +93,8 @@ def _fused_conv_choices(name: str, session: Session) -> list[Choice]:
     backward flag: the choice holds for training, so it is timed forward + backward); shapes where
     the kernel has no config (C_out > 128) have one candidate and are left out."""
     from fastprogan.bench.ops import fused_conv_layer
-    from fastprogan.ops import conv2d_bias_act as fused
+
+    fused = importlib.import_module("fastprogan.ops.conv2d_bias_act")  # the module (ops exports the op)
 
     quick = session.options.quick
     out = []

@@ -412,6 +412,60 @@ _conv_weight_grad_bits_op.register_autograd(
 )
 
 
+@torch.library.custom_op(
+    "fastprogan::conv2d_act_backward_bits",
+    mutates_args=(),
+    schema="(Tensor g, Tensor bits, Tensor x, Tensor weight, float negative_slope) -> (Tensor, Tensor, Tensor)",
+)
+def _conv2d_act_backward_bits_op(
+    g: torch.Tensor, bits: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, negative_slope: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    kernels = load_kernels("conv2d_bias_act")
+    gx, gw, gb, _ = kernels.conv2d_act_backward(g, bits, x, weight, negative_slope)
+    return gx, gw, gb
+
+
+@_conv2d_act_backward_bits_op.register_fake
+def _(g, bits, x, weight, negative_slope):
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    gx = torch.empty(x.shape, dtype=g.dtype, device=g.device, memory_format=_layout_of(g))
+    return gx, x.new_empty(weight.shape, dtype=dtype), x.new_empty((g.shape[1],), dtype=dtype)
+
+
+def _conv2d_act_backward_bits_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
+    g, bits, x, weight, negative_slope = inputs
+    ctx.slope = negative_slope
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(g, bits, x, weight)
+
+
+def _conv2d_act_backward_bits_backward(ctx, ggx, ggw, ggb):
+    # (gx, gw, gb) = (conv^T(g', w), corr(x, g'), sum g'), g' = g * lrelu'(bits): the two ops' backwards.
+    g, bits, x, weight = ctx.saved_tensors
+    slope = ctx.slope
+    dg = dx = dw = None
+    if _wanted(ctx, 0):
+        t = None if ggx is None else F.conv2d(ggx, weight.to(ggx.dtype), padding=1)
+        if ggw is not None:
+            t2 = F.conv2d(x, ggw.to(x.dtype), padding=1)
+            t = t2 if t is None else t + t2
+        if ggb is not None:
+            b = ggb.to(x.dtype).view(1, -1, 1, 1)
+            t = b.expand(g.shape) if t is None else t + b
+        dg = None if t is None else _apply_bits(t, bits, slope)
+    if _wanted(ctx, 2) and ggw is not None:
+        dx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, ggw.to(x.dtype), slope, 1, 1)
+    if _wanted(ctx, 3) and ggx is not None:
+        dw = torch.ops.fastprogan.conv_weight_grad_bits(g, bits, ggx, slope, 3, 1, 1)[0].to(weight.dtype)
+    return dg, None, dx, dw, None
+
+
+_conv2d_act_backward_bits_op.register_autograd(
+    _conv2d_act_backward_bits_backward, setup_context=_conv2d_act_backward_bits_setup
+)
+
+
 # ----------------------------------------------------------------------------------------------------
 # fastprogan::conv2d_act: lrelu(conv(x, w) + b), D path (every order)
 
@@ -475,14 +529,18 @@ def _conv2d_act_backward(ctx, g, _grad_bits):
         # Only the input gradient (the penalty's create_graph pass): the mask (the saved output, whose
         # lrelu_grad double backward is one kernel) is the kernel's prologue.
         return _input_grad(g, out, weight, slope, stride, padding), None, None, None, None, None
-    # First order with weights: the input and the weight gradient read g and the sign bits, no masked
-    # gradient is written.
+    # First order with weights: g and the sign bits are read, no masked gradient is written. The 3x3
+    # conv: one pass over g for all three gradients; the stride-2 4x4 conv: the parity kernel for the
+    # input gradient and the weight-gradient kernel.
     gx = gw = gb = None
-    if _wanted(ctx, 0):
-        gx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, weight, slope, stride, padding)
-    gw32, gb32 = torch.ops.fastprogan.conv_weight_grad_bits(
-        g, bits, x, slope, weight.shape[2], stride, padding
-    )
+    if stride == 1 and _wanted(ctx, 0):
+        gx, gw32, gb32 = torch.ops.fastprogan.conv2d_act_backward_bits(g, bits, x, weight, slope)
+    else:
+        if _wanted(ctx, 0):
+            gx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, weight, slope, stride, padding)
+        gw32, gb32 = torch.ops.fastprogan.conv_weight_grad_bits(
+            g, bits, x, slope, weight.shape[2], stride, padding
+        )
     if need_w:
         gw = gw32.to(weight.dtype)
     if need_b:

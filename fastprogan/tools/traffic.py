@@ -77,9 +77,19 @@ def _lrelu_grad_bias_scratch(args, outputs) -> int:
     return 2 * rows * out.shape[1] * outputs[1].element_size()  # partial sums written, then read
 
 
+def _split_partials_scratch(tiles: int, programs_per_split: int, partial_elems: int, x, target) -> int:
+    from fastprogan.ops._kernels import load_kernels
+
+    kernels = load_kernels("conv2d_bias_act")
+    splits = kernels.weight_grad_splits(
+        tiles, programs_per_split, partial_elems, x.numel() * x.element_size(), target
+    )
+    return splits * partial_elems * 4
+
+
 def _weight_grad_bits_scratch(args, outputs) -> int:
-    """The weight-gradient kernel's fp32 partials (written, then read by the split sum) and the
-    [K, K, C_in, C_out] -> [C_out, C_in, K, K] copy of the summed weight gradient."""
+    """The weight-gradient kernel's fp32 partials (written, then read by the split sum; bias partials
+    included) and the [K, K, C_in, C_out] -> [C_out, C_in, K, K] copy of the summed weight gradient."""
     from fastprogan.ops._kernels import load_kernels
 
     g, _, x, _, ksize, _, _ = args
@@ -88,16 +98,31 @@ def _weight_grad_bits_scratch(args, outputs) -> int:
     tile = kernels.wgrad_tile(c_in, c_out)
     tiles = -(-(g.shape[0] * g.shape[2] * g.shape[3]) // tile.block_m)
     taps, ci_blocks = ksize * ksize, -(-c_in // tile.block_k)
-    splits = kernels.weight_grad_splits(tiles, taps, ci_blocks, c_in, c_out, x.numel() * x.element_size())
-    item = outputs[0].element_size()
-    partials = splits * (taps * c_in + 1) * c_out * item
-    return 2 * partials + 2 * taps * c_in * c_out * item
+    elems = (taps * c_in + 1) * c_out
+    partials = _split_partials_scratch(tiles, taps * ci_blocks, elems, x, kernels.WGRAD_TARGET_PROGRAMS)
+    return 2 * partials + 2 * taps * c_in * c_out * outputs[0].element_size()
+
+
+def _one_pass_backward_scratch(args, outputs) -> int:
+    """The one-pass backward's fp32 weight/bias partials (written, then summed) and the weight copy."""
+    from fastprogan.ops._kernels import load_kernels
+
+    g, _, x, _, _ = args
+    kernels = load_kernels("conv2d_bias_act")
+    c_in, c_out = x.shape[1], g.shape[1]
+    tile = kernels.one_pass_tile(c_in, c_out)
+    tiles = -(-(g.shape[0] * g.shape[2] * g.shape[3]) // tile.block_m)
+    elems = (9 * c_in + 1) * c_out
+    target = kernels.ONE_PASS_TARGET_PROGRAMS
+    partials = _split_partials_scratch(tiles, -(-c_in // tile.block_k), elems, x, target)
+    return 2 * partials + 2 * 9 * c_in * c_out * outputs[1].element_size()
 
 
 INTERNAL_BYTES: dict[str, Callable] = {
     "fastprogan.bias_act_pixel_norm_backward.default": _pixel_norm_backward_scratch,
     "fastprogan.lrelu_grad_bias.default": _lrelu_grad_bias_scratch,
     "fastprogan.conv_weight_grad_bits.default": _weight_grad_bits_scratch,
+    "fastprogan.conv2d_act_backward_bits.default": _one_pass_backward_scratch,
 }
 NO_DATA_OPS = {
     "aten.empty.memory_format",
