@@ -92,7 +92,9 @@ def upscale_tile(c_in: int, c_out: int, dtype: torch.dtype, tile_n: bool = False
     tile for up to 32 channels and 16 warps for 128 (82-128 registers, no spills)."""
     tile = conv_tile(c_in, c_out, tile_n)
     if dtype != torch.float32 and dtype != torch.float64:
-        return tile
+        # fp16 / bf16 128-channel tiles on 16 warps: on 8 warps the pixel-norm tile (with the
+        # prologue arguments) spilled 16 B on sm_80 at ptxas's 128 registers (static check)
+        return tile if tile.block_n < 128 else ConvTile(tile.block_m, 128, tile.block_k, 16)
     block_n = max(tile.block_n, 32)
     return ConvTile(tile.block_m, block_n, tile.block_k, 16 if block_n == 128 else conv_warps(block_n))
 
@@ -133,11 +135,37 @@ def _lrelu_prime_tile(
 def _dot_acc(acc, a, b, COMPUTE_FP64: tl.constexpr, DOT_FP32: tl.constexpr):
     """acc + a @ b: fp64 (gradcheck), IEEE fp32 (TF32 off), or fp16 / bf16 on tensor cores."""
     if COMPUTE_FP64:
-        return acc + tl.dot(a.to(tl.float64), b.to(tl.float64))
+        return tl.dot(a.to(tl.float64), b.to(tl.float64), acc)
     elif DOT_FP32 or INTERPRETER_FP32_DOT:
-        return acc + tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     else:
-        return acc + tl.dot(a, b)  # fp16 / bf16 on tensor cores, fp32 accumulation
+        return tl.dot(a, b, acc)  # fp16 / bf16 on tensor cores, fp32 accumulation
+
+
+@triton.jit
+def _accumulate_tap(
+    acc, x_ptr, mask_ptr, w_ptr, row_base, pix, valid, w_row0, co, co_mask, C_in, C_out, sxc, slope, WORDS,
+    PROLOGUE: tl.constexpr, COMPUTE_FP64: tl.constexpr, DOT_FP32: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """acc + one tap of an implicit-GEMM conv: the input rows ``row_base`` [BLOCK_M] (``valid``), times
+    lrelu' (PROLOGUE), against packed weight rows ``w_row0 + ci``, in BLOCK_K input-channel slices."""
+    acc_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
+    for c0 in range(0, C_in, BLOCK_K):
+        ci = c0 + tl.arange(0, BLOCK_K)
+        ci_mask = ci < C_in
+        a_mask = valid[:, None] & ci_mask[None, :]
+        a_offs = row_base[:, None] + ci[None, :] * sxc
+        a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)
+        if PROLOGUE != 0:
+            a = _lrelu_prime_tile(a, mask_ptr, a_offs, pix, ci, a_mask, slope, WORDS, PROLOGUE, acc_dtype)
+            a = a.to(x_ptr.dtype.element_ty)
+        b = tl.load(
+            w_ptr + (w_row0 + ci)[:, None] * C_out + co[None, :],
+            mask=ci_mask[:, None] & co_mask[None, :],
+            other=0.0,
+        )
+        acc = _dot_acc(acc, a, b, COMPUTE_FP64, DOT_FP32)
+    return acc
 
 
 @triton.jit
@@ -194,7 +222,6 @@ def conv2d_act_kernel(
     oh = (m // OW) % OH
     n = m // (OW * OH)  # int32 offsets: the launcher refuses tensors of 2**31 elements or more
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_dtype)
-    kr = tl.arange(0, BLOCK_K)
     # A rolled loop over the taps: unrolling them (tl.static_range) made ptxas keep every tap's
     # addresses live: 200-255 registers and up to 4 KB of spills (static check), compiles of 15-130 s.
     for tap in range(0, KSIZE * KSIZE):
@@ -204,24 +231,11 @@ def conv2d_act_kernel(
         iw = ow * STRIDE - PAD + kw
         valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         row_base = n * sxn + ih * sxh + iw * sxw  # [BLOCK_M] (garbage where not valid: masked)
-        w_row0 = tap * C_in
-        for c0 in range(0, C_in, BLOCK_K):
-            ci = c0 + kr
-            ci_mask = ci < C_in
-            a_mask = valid[:, None] & ci_mask[None, :]
-            a_offs = row_base[:, None] + ci[None, :] * sxc
-            a = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)
-            if PROLOGUE != 0:
-                pix = (n * H + ih) * W + iw
-                a = _lrelu_prime_tile(
-                    a, mask_ptr, a_offs, pix, ci, a_mask, slope, WORDS, PROLOGUE, acc_dtype
-                ).to(x_ptr.dtype.element_ty)
-            b = tl.load(
-                w_ptr + (w_row0 + ci)[:, None] * C_out + co[None, :],
-                mask=ci_mask[:, None] & co_mask[None, :],
-                other=0.0,
-            )
-            acc = _dot_acc(acc, a, b, COMPUTE_FP64, DOT_FP32)
+        pix = (n * H + ih) * W + iw  # the sign bits' pixel index (PROLOGUE 2)
+        acc = _accumulate_tap(
+            acc, x_ptr, mask_ptr, w_ptr, row_base, pix, valid, tap * C_in, co, co_mask, C_in, C_out, sxc,
+            slope, WORDS, PROLOGUE, COMPUTE_FP64, DOT_FP32, BLOCK_K,
+        )  # fmt: skip
     # The epilogue inline (not _epilogue_store): with the helper, ptxas spilled 8-32 B in the sm_80
     # pixel-norm variants (static check), inline none.
     y = acc
@@ -335,30 +349,16 @@ def upscale_conv2d_act_kernel(
     a = (m // W) % H
     n = m // (W * H)
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=acc_dtype)
-    kr = tl.arange(0, BLOCK_K)
     for tap in range(0, 4):
         ih = a - 1 + py + tap // 2
         iw = b - 1 + px + tap % 2
         valid = m_mask & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
         row_base = n * sxn + ih * sxh + iw * sxw
-        w_row0 = (parity * 4 + tap) * C_in
-        for c0 in range(0, C_in, BLOCK_K):
-            ci = c0 + kr
-            ci_mask = ci < C_in
-            a_mask = valid[:, None] & ci_mask[None, :]
-            a_offs = row_base[:, None] + ci[None, :] * sxc
-            a_tile = tl.load(x_ptr + a_offs, mask=a_mask, other=0.0)
-            if PROLOGUE != 0:
-                pix = (n * H + ih) * W + iw
-                a_tile = _lrelu_prime_tile(
-                    a_tile, mask_ptr, a_offs, pix, ci, a_mask, slope, WORDS, PROLOGUE, acc_dtype
-                ).to(x_ptr.dtype.element_ty)
-            b_tile = tl.load(
-                w_ptr + (w_row0 + ci)[:, None] * C_out + co[None, :],
-                mask=ci_mask[:, None] & co_mask[None, :],
-                other=0.0,
-            )
-            acc = _dot_acc(acc, a_tile, b_tile, COMPUTE_FP64, DOT_FP32)
+        pix = (n * H + ih) * W + iw
+        acc = _accumulate_tap(
+            acc, x_ptr, mask_ptr, w_ptr, row_base, pix, valid, (parity * 4 + tap) * C_in, co, co_mask, C_in,
+            C_out, sxc, slope, WORDS, PROLOGUE, COMPUTE_FP64, DOT_FP32, BLOCK_K,
+        )  # fmt: skip
     oh = 2 * a + py
     ow = 2 * b + px
     out_offs = (n * son + oh * soh + ow * sow)[:, None] + co[None, :] * soc
@@ -448,413 +448,6 @@ def conv2d_weight_grad_kernel(
     tl.store(gb_ptr + split * C_out + co, gb, mask=co_mask & first)
 
 
-@triton.jit
-def _backward_tap(
-    dx,
-    dw,
-    g_ptr,
-    bits_ptr,
-    w_ptr,
-    xq_t,
-    qh,
-    qw,
-    n,
-    q_mask,
-    ci,
-    ci_mask,
-    co,
-    co_mask,
-    H,
-    W,
-    C_in,
-    C_out,
-    WORDS,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    slope,
-    TAP: tl.constexpr,
-    COMPUTE_FP64: tl.constexpr,
-    DOT_FP32: tl.constexpr,
-):
-    """One 3x3 tap of the one-pass backward: g'_t = g'[q - d_t] (d_t = (kh - 1, kw - 1)), then
-    dx += g'_t @ w_t^T and dw_t += x_q^T @ g'_t. Returns (dx, dw, g'_t)."""
-    acc_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
-    ph = qh - (TAP // 3 - 1)
-    pw = qw - (TAP % 3 - 1)
-    valid = q_mask & (ph >= 0) & (ph < H) & (pw >= 0) & (pw < W)
-    g_mask = valid[:, None] & co_mask[None, :]
-    g_offs = (n * sgn + ph * sgh + pw * sgw)[:, None] + co[None, :] * sgc
-    g = tl.load(g_ptr + g_offs, mask=g_mask, other=0.0)
-    pix = (n * H + ph) * W + pw
-    gm = _lrelu_prime_tile(g, bits_ptr, g_offs, pix, co, g_mask, slope, WORDS, 2, acc_dtype)
-    gm = gm.to(g_ptr.dtype.element_ty)
-    wt = tl.load(  # w_t^T [BLOCK_N, BLOCK_K] from the packed forward weight
-        w_ptr + (TAP * C_in + ci)[None, :] * C_out + co[:, None],
-        mask=co_mask[:, None] & ci_mask[None, :],
-        other=0.0,
-    )
-    dx = _dot_acc(dx, gm, wt, COMPUTE_FP64, DOT_FP32)
-    dw = _dot_acc(dw, xq_t, gm, COMPUTE_FP64, DOT_FP32)
-    return dx, dw, gm
-
-
-@triton.jit
-def conv2d_act_backward_kernel(
-    g_ptr,
-    bits_ptr,
-    x_ptr,
-    w_ptr,
-    gx_ptr,
-    gw_ptr,
-    gb_ptr,
-    H,
-    W,
-    C_in,
-    C_out,
-    M,
-    WORDS,
-    TILES_PER_SPLIT,
-    sgn,
-    sgc,
-    sgh,
-    sgw,
-    sxn,
-    sxc,
-    sxh,
-    sxw,
-    son,
-    soc,
-    soh,
-    sow,
-    negative_slope,
-    COMPUTE_FP64: tl.constexpr,
-    DOT_FP32: tl.constexpr,
-    BLOCK_M: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-):
-    """One-pass first-order backward of lrelu(conv3x3(x, w) + b) (stride 1, pad 1) from the sign bits.
-
-    Program (input-channel block, split s) walks its split's pixel tiles q; per tile it loads x[q]
-    once and, per tap t (unrolled), g'_t = g[q - d_t] * lrelu'(bits) once, which feeds both
-    gx[q] += g'_t @ w_t^T (the input gradient, stored per tile) and gw_part[s, t*C_in + ci, co] +=
-    x[q]^T @ g'_t (the weight gradient: the nine taps' accumulators stay in registers over the
-    split); gb_part[s, co] = sum_q g'[q] (block-0 programs). So g, the bits and x are each read once
-    (the C_in / BLOCK_K programs of a split run side by side: their g reads share L2) and no masked
-    gradient is written. Partials summed over s in a fixed order by the launcher. Grid
-    (cdiv(C_in, BLOCK_K), splits); BLOCK_N covers C_out.
-    """
-    acc_dtype = tl.float64 if COMPUTE_FP64 else tl.float32
-    slope = tl.cast(negative_slope, acc_dtype)
-    ci = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-    split = tl.program_id(1)
-    co = tl.arange(0, BLOCK_N)
-    ci_mask = ci < C_in
-    co_mask = co < C_out
-    dw0 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw1 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw2 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw3 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw4 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw5 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw6 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw7 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    dw8 = tl.zeros([BLOCK_K, BLOCK_N], dtype=acc_dtype)
-    gb = tl.zeros([BLOCK_N], dtype=acc_dtype)
-    mr = tl.arange(0, BLOCK_M)
-    for t in range(0, TILES_PER_SPLIT):
-        q = (split * TILES_PER_SPLIT + t) * BLOCK_M + mr  # [BLOCK_M] pixels (input = output grid)
-        q_mask = q < M
-        qw = q % W
-        qh = (q // W) % H
-        n = q // (W * H)
-        x_offs = ci[:, None] * sxc + (n * sxn + qh * sxh + qw * sxw)[None, :]
-        xq_t = tl.load(
-            x_ptr + x_offs, mask=ci_mask[:, None] & q_mask[None, :], other=0.0
-        )  # [BLOCK_K, BLOCK_M]
-        dx = tl.zeros([BLOCK_M, BLOCK_K], dtype=acc_dtype)
-        dx, dw0, _ = _backward_tap(
-            dx,
-            dw0,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            0,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw1, _ = _backward_tap(
-            dx,
-            dw1,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            1,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw2, _ = _backward_tap(
-            dx,
-            dw2,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            2,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw3, _ = _backward_tap(
-            dx,
-            dw3,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            3,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw4, g4 = _backward_tap(
-            dx,
-            dw4,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            4,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw5, _ = _backward_tap(
-            dx,
-            dw5,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            5,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw6, _ = _backward_tap(
-            dx,
-            dw6,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            6,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw7, _ = _backward_tap(
-            dx,
-            dw7,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            7,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        dx, dw8, _ = _backward_tap(
-            dx,
-            dw8,
-            g_ptr,
-            bits_ptr,
-            w_ptr,
-            xq_t,
-            qh,
-            qw,
-            n,
-            q_mask,
-            ci,
-            ci_mask,
-            co,
-            co_mask,
-            H,
-            W,
-            C_in,
-            C_out,
-            WORDS,
-            sgn,
-            sgc,
-            sgh,
-            sgw,
-            slope,
-            8,
-            COMPUTE_FP64,
-            DOT_FP32,
-        )
-        gb += tl.sum(g4.to(acc_dtype), axis=0)  # the centre tap: g'[q]
-        gx_offs = (n * son + qh * soh + qw * sow)[:, None] + ci[None, :] * soc
-        tl.store(gx_ptr + gx_offs, dx.to(gx_ptr.dtype.element_ty), mask=q_mask[:, None] & ci_mask[None, :])
-    base = gw_ptr + split * (9 * C_in * C_out) + ci[:, None] * C_out + co[None, :]
-    w_mask = ci_mask[:, None] & co_mask[None, :]
-    tap_rows = C_in * C_out  # one tap's rows of the packed layout
-    tl.store(base + 0 * tap_rows, dw0, mask=w_mask)
-    tl.store(base + 1 * tap_rows, dw1, mask=w_mask)
-    tl.store(base + 2 * tap_rows, dw2, mask=w_mask)
-    tl.store(base + 3 * tap_rows, dw3, mask=w_mask)
-    tl.store(base + 4 * tap_rows, dw4, mask=w_mask)
-    tl.store(base + 5 * tap_rows, dw5, mask=w_mask)
-    tl.store(base + 6 * tap_rows, dw6, mask=w_mask)
-    tl.store(base + 7 * tap_rows, dw7, mask=w_mask)
-    tl.store(base + 8 * tap_rows, dw8, mask=w_mask)
-    first = (co * 0 + tl.program_id(0)) == 0  # [BLOCK_N]: the block-0 program of the split
-    tl.store(gb_ptr + split * C_out + co, gb, mask=co_mask & first)
-
-
 # ----------------------------------------------------------------------------------------------------
 # Launch helpers (no autograd).
 
@@ -901,6 +494,24 @@ def _bias_arg(bias: torch.Tensor | None, c_out: int, x: torch.Tensor) -> torch.T
     return (
         torch.zeros(c_out, dtype=compute, device=x.device) if bias is None else bias.to(compute).contiguous()
     )
+
+
+def _launch_meta(x: torch.Tensor, tile: ConvTile) -> dict:
+    """The launch keywords every conv kernel shares: compute dtype flags, the tile, warps, stages."""
+    return {
+        "COMPUTE_FP64": x.dtype == torch.float64,
+        "DOT_FP32": x.dtype == torch.float32,
+        "BLOCK_M": tile.block_m,
+        "BLOCK_N": tile.block_n,
+        "BLOCK_K": tile.block_k,
+        "num_warps": tile.num_warps,
+        "num_stages": CONV_STAGES,
+    }
+
+
+def _unused_int32(device: torch.device) -> torch.Tensor:
+    """An int32 stand-in for an unused int32 pointer argument (the launch matches the checked table)."""
+    return torch.empty(1, dtype=torch.int32, device=device)
 
 
 def _check_int32(name: str, *tensors: torch.Tensor) -> None:
@@ -960,7 +571,7 @@ def conv2d_act(
         b,
         out,
         side if code == 2 else b,
-        side if code == 1 else b,
+        side if code == 1 else _unused_int32(x.device),
         h,
         w,
         c_in,
@@ -978,33 +589,26 @@ def conv2d_act(
         PAD=padding,
         PROLOGUE=prologue,
         EPILOGUE=code,
-        COMPUTE_FP64=x.dtype == torch.float64,
-        DOT_FP32=x.dtype == torch.float32,
-        BLOCK_M=tile.block_m,
-        BLOCK_N=tile.block_n,
-        BLOCK_K=tile.block_k,
-        num_warps=tile.num_warps,
-        num_stages=CONV_STAGES,
+        **_launch_meta(x, tile),
     )
     return out, side
 
 
 def wgrad_tile(c_in: int, c_out: int) -> ConvTile:
-    """The weight-gradient tile: BLOCK_N covers C_out (<= 128), BLOCK_K = 16 or 32 input channels
-    (a 32 x 128 fp32 accumulator is 16 registers per thread on 8 warps), BLOCK_M = 64 pixels per step."""
+    """The weight-gradient tile: BLOCK_N covers C_out (<= 128), BLOCK_K = 16 or 32 input channels per
+    program, BLOCK_M = 64 pixels per step."""
     if c_out > MAX_FUSED_C_OUT:
         raise ValueError(f"conv2d_weight_grad kernel: C_out={c_out} > {MAX_FUSED_C_OUT} (BLOCK_N = C_out)")
     block_n = next(b for b in CONV_BLOCK_N if c_out <= b)
     block_k = WGRAD_BLOCK_CI[0] if c_in <= WGRAD_BLOCK_CI[0] else WGRAD_BLOCK_CI[1]
-    return ConvTile(CONV_BLOCK_M, block_n, block_k, conv_warps(block_n))
+    # 32 x 128 on 16 warps: on 8 warps the fp32 (FMA) variant spilled 272 B on sm_80 (static check)
+    warps = 16 if block_n * block_k >= 128 * 32 else conv_warps(block_n)
+    return ConvTile(CONV_BLOCK_M, block_n, block_k, warps)
 
 
-# Splits of the weight gradient's pixel sum: enough programs to fill a GPU, but partials (written,
-# then read by the sum) under a fraction of x's bytes. The weight-gradient kernel has taps x C_in
-# blocks programs per split (~1,024 in all); the one-pass kernel keeps all nine taps' accumulators in
-# registers (one block of 8 warps per SM): ~2 programs per SM of a 132-SM H100 / H200.
+# Splits of the weight gradient's pixel sum: enough programs to fill a GPU (taps x C_in blocks
+# programs per split, ~1,024 in all), but partials (written, then read by the sum) under 5% of x's bytes.
 WGRAD_TARGET_PROGRAMS = 1024
-ONE_PASS_TARGET_PROGRAMS = 264
 WGRAD_PARTIAL_FRACTION = 0.05
 
 
@@ -1077,74 +681,9 @@ def conv2d_weight_grad(
             KSIZE=ksize,
             STRIDE=stride,
             PAD=padding,
-            COMPUTE_FP64=x.dtype == torch.float64,
-            DOT_FP32=x.dtype == torch.float32,
-            BLOCK_M=tile.block_m,
-            BLOCK_N=tile.block_n,
-            BLOCK_K=tile.block_k,
-            num_warps=tile.num_warps,
-            num_stages=CONV_STAGES,
+            **_launch_meta(x, tile),
         )
     return (*_reduce_partials(gw_part, gb_part, ksize, c_in, c_out), splits)
-
-
-def one_pass_tile(c_in: int, c_out: int) -> ConvTile:
-    """The one-pass backward's tile: BLOCK_N covers C_out (<= 128), 16 input channels per program (nine
-    16 x BLOCK_N fp32 weight-gradient accumulators: 36 registers per thread at 64 channels on 8 warps)."""
-    return wgrad_tile(16, c_out)
-
-
-def conv2d_act_backward(
-    g: torch.Tensor, bits: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, negative_slope: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-    """(gx in g's layout and dtype, grad weight [C_out, C_in, 3, 3] and grad bias [C_out] in fp32 (fp64
-    for fp64), splits) of lrelu(conv3x3(x, weight, pad 1) + b), from g and the forward's sign bits, in
-    one pass over g (``conv2d_act_backward_kernel``)."""
-    n, c_in, h, w = x.shape
-    c_out = g.shape[1]
-    if weight.shape[2:] != (3, 3) or g.shape[2:] != x.shape[2:]:
-        raise ValueError("conv2d_act_backward kernel: the stride-1 3x3 conv only")
-    g, bits, _, words = _prologue_args(g, None, bits)
-    compute = _compute_dtype(x)
-    tile = one_pass_tile(c_in, c_out)
-    m_total = n * h * w
-    tiles = triton.cdiv(m_total, tile.block_m)
-    ci_blocks = triton.cdiv(c_in, tile.block_k)
-    _check_int32("conv2d_act_backward", x, g)
-    x_bytes = x.numel() * x.element_size()
-    splits = weight_grad_splits(tiles, ci_blocks, 9 * c_in * c_out, x_bytes, ONE_PASS_TARGET_PROGRAMS)
-    gx = torch.empty(x.shape, dtype=g.dtype, device=g.device, memory_format=_output_format(g))
-    gw_part = torch.zeros((splits, 9 * c_in, c_out), dtype=compute, device=x.device)
-    gb_part = torch.zeros((splits, c_out), dtype=compute, device=x.device)
-    if m_total and c_in:
-        conv2d_act_backward_kernel[(ci_blocks, splits)](
-            g,
-            bits,
-            x,
-            pack_weight(weight.to(g.dtype)),
-            gx,
-            gw_part,
-            gb_part,
-            h,
-            w,
-            c_in,
-            c_out,
-            m_total,
-            words,
-            triton.cdiv(tiles, splits),
-            *g.stride(),
-            *x.stride(),
-            *gx.stride(),
-            float(negative_slope),
-            COMPUTE_FP64=x.dtype == torch.float64,
-            DOT_FP32=x.dtype == torch.float32,
-            BLOCK_M=tile.block_m,
-            BLOCK_N=tile.block_n,
-            BLOCK_K=tile.block_k,
-            num_warps=tile.num_warps,
-            num_stages=CONV_STAGES,
-        )
-    return (gx, *_reduce_partials(gw_part, gb_part, 3, c_in, c_out), splits)
 
 
 _PARITY_TAPS = ((3, 1), (2, 0))  # [parity][tap] -> row of the 4x4 transposed-conv kernel
@@ -1212,13 +751,7 @@ def upscale_conv2d_act(
         float(eps),
         PROLOGUE=prologue,
         EPILOGUE=code,
-        COMPUTE_FP64=x.dtype == torch.float64,
-        DOT_FP32=x.dtype == torch.float32,
-        BLOCK_M=tile.block_m,
-        BLOCK_N=tile.block_n,
-        BLOCK_K=tile.block_k,
-        num_warps=tile.num_warps,
-        num_stages=CONV_STAGES,
+        **_launch_meta(x, tile),
     )
     return out, rstd
 
@@ -1319,20 +852,4 @@ def launch_configs() -> list[dict]:
                     tile = wgrad_tile(c_in, block_n)
                     constexprs = {"KSIZE": ksize, "STRIDE": stride, "PAD": pad, **dot}
                     configs.append(_config(conv2d_weight_grad_kernel, wgrad_signature, constexprs, tile))
-        one_pass_signature = {
-            "g_ptr": act,
-            "bits_ptr": "*i32",
-            "x_ptr": act,
-            "w_ptr": act,
-            "gx_ptr": act,
-            "gw_ptr": "*fp32",
-            "gb_ptr": "*fp32",
-            **{name: "i32" for name in ("H", "W", "C_in", "C_out", "M", "WORDS", "TILES_PER_SPLIT")},
-            **{name: "i32" for name in ("sgn", "sgc", "sgh", "sgw", "sxn", "sxc", "sxh", "sxw")},
-            **{name: "i32" for name in ("son", "soc", "soh", "sow")},
-            "negative_slope": "fp32",
-        }
-        for block_n in CONV_BLOCK_N:
-            tile = one_pass_tile(16, block_n)
-            configs.append(_config(conv2d_act_backward_kernel, one_pass_signature, dict(dot), tile))
     return configs

@@ -14,22 +14,26 @@ never read back by an epilogue pass. BLOCK_N = C_out, so C_out <= 128 (``MAX_FUS
 layers keep cuDNN (they are compute-bound there and the pixel norm would need a second pass).
 
 Derivatives (every backward is built from registered ops or differentiable aten ops):
-- D path (no pixel norm): every order. Forward ``fastprogan::conv2d_act``, which saves x, w and the
-  output (lrelu' is decided by out > 0). Its backward:
-  * only the input gradient needed (the penalty's ``autograd.grad(score, x_hat)``):
-    ``fastprogan::conv2d_masked(g, out, flip(w)^T)``, one kernel that applies lrelu'(out) to g as it
-    loads it (no masked gradient is written);
-  * weight and/or bias gradient needed: ``lrelu_grad_bias`` (one pass: masked gradient gy and the bias
-    gradient), the input gradient ``conv2d_masked(gy, None, flip(w)^T)`` (3x3) or
-    ``aten.convolution_backward`` (stride-2 4x4: the transposed parity kernel is not built), the
-    weight gradient ``aten.convolution_backward`` with output mask (False, True, False): cuDNN on a
-    GPU.
+- D path (no pixel norm): every order. Forward ``fastprogan::conv2d_act``, which returns the output and
+  the pre-activation's sign bits ([N*OH*OW, cdiv(C_out, 32)] int32) and saves x, w, the output and the
+  bits. Its backward:
+  * only the input gradient needed (the penalty's ``autograd.grad(score, x_hat)``): one kernel that
+    applies lrelu'(out) to g as it loads it (no masked gradient is written):
+    ``fastprogan::conv2d_masked(g, out, flip(w)^T)`` (3x3) or
+    ``fastprogan::conv_transpose2x_masked(g, out, w4)`` (stride-2 4x4: the parity kernel);
+  * weight and/or bias gradient needed (first order): ``fastprogan::conv_input_grad_bits`` (the same
+    kernels with lrelu' from the sign bits) and ``fastprogan::conv_weight_grad_bits`` (the Triton
+    weight-gradient kernel: lrelu' prologue, split-K fp32 partials summed in a fixed order, bias
+    gradient folded in): g is never masked into memory and cuDNN is not called.
   ``conv2d_masked(x, mask, w)`` = conv(x * lrelu'(mask), w) is linear in x and w; its backward is
-  ``lrelu_grad(conv2d_masked(gy, None, flip(w)^T), mask)`` and a weight gradient, 0 w.r.t. mask.
+  ``lrelu_grad(conv2d_masked(gy, None, flip(w)^T), mask)`` and a weight gradient, 0 w.r.t. mask (the
+  transposed op likewise). The sign-bit ops are linear in g; their backward uses each other,
+  ``F.conv2d`` and :func:`_apply_bits`.
 - G path (pixel norm): first order. ``fastprogan::conv2d_act_pixel_norm`` saves x, w, the output and
   the per-pixel rsqrt r; the backward recomputes the pixel-norm gradient from them,
   ``g_a = r (g - out mean_c(g out))`` (a = out / r), masks it with lrelu'(out), and continues as the D
-  path. Differentiating that backward again raises RuntimeError, as bias_act's pixel-norm path does.
+  path with the masked gradient materialised (the input-gradient kernel, cuDNN's weight gradient).
+  Differentiating that backward again raises RuntimeError, as bias_act's pixel-norm path does.
 
 impl: "ref" = the composition of ``_ref`` ops; "triton" = the fused kernels (on CPU only under
 TRITON_INTERPRET=1); "cudnn" = today's path (cuDNN conv, then the Triton epilogue ``bias_act``);
@@ -412,60 +416,6 @@ _conv_weight_grad_bits_op.register_autograd(
 )
 
 
-@torch.library.custom_op(
-    "fastprogan::conv2d_act_backward_bits",
-    mutates_args=(),
-    schema="(Tensor g, Tensor bits, Tensor x, Tensor weight, float negative_slope) -> (Tensor, Tensor, Tensor)",
-)
-def _conv2d_act_backward_bits_op(
-    g: torch.Tensor, bits: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, negative_slope: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    kernels = load_kernels("conv2d_bias_act")
-    gx, gw, gb, _ = kernels.conv2d_act_backward(g, bits, x, weight, negative_slope)
-    return gx, gw, gb
-
-
-@_conv2d_act_backward_bits_op.register_fake
-def _(g, bits, x, weight, negative_slope):
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    gx = torch.empty(x.shape, dtype=g.dtype, device=g.device, memory_format=_layout_of(g))
-    return gx, x.new_empty(weight.shape, dtype=dtype), x.new_empty((g.shape[1],), dtype=dtype)
-
-
-def _conv2d_act_backward_bits_setup(ctx, inputs, output):
-    _note_tensor_inputs(ctx, inputs)
-    g, bits, x, weight, negative_slope = inputs
-    ctx.slope = negative_slope
-    ctx.set_materialize_grads(False)
-    ctx.save_for_backward(g, bits, x, weight)
-
-
-def _conv2d_act_backward_bits_backward(ctx, ggx, ggw, ggb):
-    # (gx, gw, gb) = (conv^T(g', w), corr(x, g'), sum g'), g' = g * lrelu'(bits): the two ops' backwards.
-    g, bits, x, weight = ctx.saved_tensors
-    slope = ctx.slope
-    dg = dx = dw = None
-    if _wanted(ctx, 0):
-        t = None if ggx is None else F.conv2d(ggx, weight.to(ggx.dtype), padding=1)
-        if ggw is not None:
-            t2 = F.conv2d(x, ggw.to(x.dtype), padding=1)
-            t = t2 if t is None else t + t2
-        if ggb is not None:
-            b = ggb.to(x.dtype).view(1, -1, 1, 1)
-            t = b.expand(g.shape) if t is None else t + b
-        dg = None if t is None else _apply_bits(t, bits, slope)
-    if _wanted(ctx, 2) and ggw is not None:
-        dx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, ggw.to(x.dtype), slope, 1, 1)
-    if _wanted(ctx, 3) and ggx is not None:
-        dw = torch.ops.fastprogan.conv_weight_grad_bits(g, bits, ggx, slope, 3, 1, 1)[0].to(weight.dtype)
-    return dg, None, dx, dw, None
-
-
-_conv2d_act_backward_bits_op.register_autograd(
-    _conv2d_act_backward_bits_backward, setup_context=_conv2d_act_backward_bits_setup
-)
-
-
 # ----------------------------------------------------------------------------------------------------
 # fastprogan::conv2d_act: lrelu(conv(x, w) + b), D path (every order)
 
@@ -529,18 +479,14 @@ def _conv2d_act_backward(ctx, g, _grad_bits):
         # Only the input gradient (the penalty's create_graph pass): the mask (the saved output, whose
         # lrelu_grad double backward is one kernel) is the kernel's prologue.
         return _input_grad(g, out, weight, slope, stride, padding), None, None, None, None, None
-    # First order with weights: g and the sign bits are read, no masked gradient is written. The 3x3
-    # conv: one pass over g for all three gradients; the stride-2 4x4 conv: the parity kernel for the
-    # input gradient and the weight-gradient kernel.
+    # First order with weights: g and the sign bits are read, no masked gradient is written: the
+    # input gradient (sign-bit prologue) and the weight-gradient kernel each read them once.
     gx = gw = gb = None
-    if stride == 1 and _wanted(ctx, 0):
-        gx, gw32, gb32 = torch.ops.fastprogan.conv2d_act_backward_bits(g, bits, x, weight, slope)
-    else:
-        if _wanted(ctx, 0):
-            gx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, weight, slope, stride, padding)
-        gw32, gb32 = torch.ops.fastprogan.conv_weight_grad_bits(
-            g, bits, x, slope, weight.shape[2], stride, padding
-        )
+    if _wanted(ctx, 0):
+        gx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, weight, slope, stride, padding)
+    gw32, gb32 = torch.ops.fastprogan.conv_weight_grad_bits(
+        g, bits, x, slope, weight.shape[2], stride, padding
+    )
     if need_w:
         gw = gw32.to(weight.dtype)
     if need_b:
@@ -717,36 +663,59 @@ def shape_key_for(x: torch.Tensor, weight: torch.Tensor, pixel_norm: bool) -> st
 
 
 def layer_passes(
-    op: str, path: str, n: int, c_in: int, c_out: int, h: int, w: int, backward: bool = True
+    op: str,
+    path: str,
+    n: int,
+    c_in: int,
+    c_out: int,
+    h: int,
+    w: int,
+    backward: bool = True,
+    pixel_norm: bool = False,
+    size: int = 4,
 ) -> list[tuple[str, float, float]]:
     """The modelled kernel passes of one layer: (who runs it, elements moved, FLOPs).
 
     ``op``: "conv2d_bias_act", "conv2d_downscale_bias_act" or "upscale_conv2d_bias_act"; ``path``:
-    "triton" or "cudnn"; who:
-    "triton" (the fused kernel), "cudnn" or "epilogue" (a Triton elementwise pass). Elements per tensor
-    read or written, as the traffic counter counts them (weights left out: small at these channels).
+    "triton" or "cudnn"; who: "triton" (a fused kernel), "cudnn" or "epilogue" (a Triton elementwise
+    pass). Elements of ``size`` bytes per tensor read or written, as the traffic counter counts them
+    (weights left out: small at these channels; the D path's sign bits are 1/(8 size) element each).
     cudnn forward = conv (read x, write y) + bias_act (read y, write out); triton forward = read x,
-    write out. Backward with weight gradients: lrelu_grad_bias (read g, out, write gy), input gradient
-    (read gy, write gx; the fused kernel for the 3x3 conv, cuDNN for the stride-2 one), weight gradient
-    (cuDNN: read gy, x), the same for both paths.
+    write out (+ the sign bits on the D path). Backward with weight gradients, cudnn: lrelu_grad_bias
+    (read g, out, write gy), input and weight gradient (cuDNN: read gy, write gx; read gy, x). Triton,
+    D path (no pixel norm, not the upscale): the input gradient (read g, bits, write gx) and the
+    weight-gradient kernel (read g, bits, x); G path: the pixel-norm gradient (read g, out, write gy),
+    the input-gradient kernel, cuDNN's weight gradient.
     """
     down, up = op == "conv2d_downscale_bias_act", op == "upscale_conv2d_bias_act"
     oh, ow = (h // 2, w // 2) if down else (2 * h, 2 * w) if up else (h, w)
     xe, ye = n * c_in * h * w, n * c_out * oh * ow
     taps = 16 if down else 4 if up else 9  # per output pixel: 4x4 stride-2 conv, 2x2 parity, 3x3
     flops = 2 * taps * n * oh * ow * c_in * c_out
+    d_path = path == "triton" and not (pixel_norm or up)
+    bits = ye / (8 * size) if d_path else 0.0
     if path == "triton":
-        passes = [("triton", xe + ye, flops)]
+        passes = [("triton", xe + ye + bits, flops)]
     else:
         passes = [("cudnn", xe + ye, flops), ("epilogue", 2 * ye, 0.0)]
-    if backward:
-        dgrad = "triton" if path == "triton" and not down else "cudnn"  # upscale: the stride-2 conv kernel
+    if backward and d_path:
+        passes += [("triton", ye + bits + xe, flops), ("triton", ye + bits + xe, flops)]
+    elif backward:
+        dgrad = "triton" if path == "triton" else "cudnn"
         passes += [("epilogue", 3 * ye, 0.0), (dgrad, ye + xe, flops), ("cudnn", ye + xe, flops)]
     return passes
 
 
 def predicted_speedup(
-    op: str, n: int, c_in: int, c_out: int, h: int, w: int, dtype: torch.dtype, backward: bool = True
+    op: str,
+    n: int,
+    c_in: int,
+    c_out: int,
+    h: int,
+    w: int,
+    dtype: torch.dtype,
+    backward: bool = True,
+    pixel_norm: bool = False,
 ) -> float:
     """cuDNN + epilogue time / fused time: each pass max(bytes / bandwidth, FLOPs / peak), summed."""
     size = torch.empty((), dtype=dtype).element_size()
@@ -754,7 +723,7 @@ def predicted_speedup(
 
     def seconds(path: str) -> float:
         total = 0.0
-        for who, elements, flops in layer_passes(op, path, n, c_in, c_out, h, w, backward):
+        for who, elements, flops in layer_passes(op, path, n, c_in, c_out, h, w, backward, pixel_norm, size):
             efficiency = TRITON_FLOP_EFFICIENCY if who == "triton" else 1.0
             total += max(elements * size / GPU_BANDWIDTH, flops / (peak * efficiency))
         return total
@@ -787,7 +756,7 @@ def conv_path(op: str, x: torch.Tensor, weight: torch.Tensor, pixel_norm: bool, 
         return choice
     backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     n, c_in, h, w = x.shape
-    speedup = predicted_speedup(op, n, c_in, c_out, h, w, x.dtype, backward)
+    speedup = predicted_speedup(op, n, c_in, c_out, h, w, x.dtype, backward, pixel_norm)
     return "triton" if speedup >= SPEEDUP_THRESHOLD else "cudnn"
 
 

@@ -103,26 +103,10 @@ def _weight_grad_bits_scratch(args, outputs) -> int:
     return 2 * partials + 2 * taps * c_in * c_out * outputs[0].element_size()
 
 
-def _one_pass_backward_scratch(args, outputs) -> int:
-    """The one-pass backward's fp32 weight/bias partials (written, then summed) and the weight copy."""
-    from fastprogan.ops._kernels import load_kernels
-
-    g, _, x, _, _ = args
-    kernels = load_kernels("conv2d_bias_act")
-    c_in, c_out = x.shape[1], g.shape[1]
-    tile = kernels.one_pass_tile(c_in, c_out)
-    tiles = -(-(g.shape[0] * g.shape[2] * g.shape[3]) // tile.block_m)
-    elems = (9 * c_in + 1) * c_out
-    target = kernels.ONE_PASS_TARGET_PROGRAMS
-    partials = _split_partials_scratch(tiles, -(-c_in // tile.block_k), elems, x, target)
-    return 2 * partials + 2 * 9 * c_in * c_out * outputs[1].element_size()
-
-
 INTERNAL_BYTES: dict[str, Callable] = {
     "fastprogan.bias_act_pixel_norm_backward.default": _pixel_norm_backward_scratch,
     "fastprogan.lrelu_grad_bias.default": _lrelu_grad_bias_scratch,
     "fastprogan.conv_weight_grad_bits.default": _weight_grad_bits_scratch,
-    "fastprogan.conv2d_act_backward_bits.default": _one_pass_backward_scratch,
 }
 NO_DATA_OPS = {
     "aten.empty.memory_format",
@@ -222,6 +206,24 @@ def d_block_fused_conv(x, w1, b1, w2, b2):
     return ops.conv2d_downscale_bias_act(h, w2, b2, 0.2, impl="triton")
 
 
+def g_block2_inputs(resolution: int, dtype: torch.dtype):
+    """G's whole block at R: x [N, nf(R/2), R/2, R/2], conv0_up's and conv1's weights and biases."""
+    n, c_in, c = BATCH[resolution], nf(resolution // 2), nf(resolution)
+    x = _leaf(n, c_in, resolution // 2, resolution // 2, dtype=dtype)
+    return x, _leaf(c, c_in, 3, 3), _leaf(c), _leaf(c, c, 3, 3), _leaf(c)
+
+
+def g_block2(impl: str) -> Callable:
+    """G's block (conv0_up: 2x + 3x3 + lrelu + pixel norm, then conv1: 3x3 + lrelu + pixel norm) on
+    the fused conv ops with ``impl`` ("triton": the fused kernels; "cudnn": conv + Triton epilogue)."""
+
+    def block(x, w0, b0, w1, b1):
+        h = ops.upscale_conv2d_bias_act(x, w0, b0, 0.2, pixel_norm=True, impl=impl)
+        return ops.conv2d_bias_act(h, w1, b1, 0.2, pixel_norm=True, impl=impl)
+
+    return block
+
+
 # Per-layer rows of the fused conv kernels (issue 11): the 256-1024 layers they are built for.
 LAYER_RESOLUTIONS = (256, 512, 1024)
 LAYERS = {
@@ -288,6 +290,18 @@ def layers_markdown(rows: list[dict], dtype_name: str) -> str:
             f"{_mb(r['fwd_cudnn'])} | {_mb(r['fwd_triton'])} | {r['fwd_triton'] / r['fwd_cudnn']:.2f} | "
             f"{_mb(r['fwdbwd_cudnn'])} | {_mb(r['fwdbwd_triton'])} | {r['fwdbwd_triton'] / r['fwdbwd_cudnn']:.2f} |"
         )
+    dtype = DTYPES[dtype_name]
+    out += [
+        "",
+        f"G block (conv0_up + conv1, pixel norm) fwd+bwd, {dtype_name}, MB: fused conv kernels vs cuDNN + epilogue",
+        "",
+        "| R | cuDNN + epilogue | fused convs | ratio |",
+        "|---|---|---|---|",
+    ]
+    for res in sorted({r["resolution"] for r in rows}):
+        make = lambda res=res: g_block2_inputs(res, dtype)
+        today, fused = (fwd_and_fwd_bwd(g_block2(impl), make)[1] for impl in ("cudnn", "triton"))
+        out.append(f"| {res} | {_mb(today)} | {_mb(fused)} | {fused / today:.2f} |")
     out += [
         "",
         f"WGAN-GP D step on the D block, {dtype_name}, MB: fused conv kernels vs today's fused path",
@@ -297,7 +311,6 @@ def layers_markdown(rows: list[dict], dtype_name: str) -> str:
         "| R | today (cuDNN + epilogue) | fused convs | ratio | eager reference |",
         "|---|---|---|---|---|",
     ]
-    dtype = DTYPES[dtype_name]
     for res in sorted({r["resolution"] for r in rows}):
         dt = d_step(d_block_fused, res, dtype)
         dc = d_step(d_block_fused_conv, res, dtype)
