@@ -561,10 +561,13 @@ def _conv2d_act_pixel_norm_setup(ctx, inputs, output):
     ctx.conf = (negative_slope, 1, 1)
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zeros tensor for rstd's (absent) gradient
     ctx.save_for_backward(x, weight, output[0], output[1])
 
 
 def _conv2d_act_pixel_norm_backward(ctx, g, _grad_rstd):
+    if g is None:
+        return None, None, None, None, None
     x, weight, out, rstd = ctx.saved_tensors
     slope = ctx.conf[0]
     gy, grad_bias = torch.ops.fastprogan.conv2d_act_pixel_norm_grad(g, out, rstd, slope)
@@ -618,10 +621,13 @@ def _upscale_conv2d_act_setup(ctx, inputs, output):
     ctx.slope, ctx.pixel_norm = negative_slope, pixel_norm
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zeros tensor for rstd's (absent) gradient
     ctx.save_for_backward(x, weight4t, output[0], output[1])
 
 
 def _upscale_conv2d_act_backward(ctx, g, _grad_rstd):
+    if g is None:
+        return None, None, None, None, None, None
     x, weight4t, out, rstd = ctx.saved_tensors
     need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
     if ctx.pixel_norm:

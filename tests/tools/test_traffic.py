@@ -116,7 +116,8 @@ def test_fused_conv_layers_traffic():
             fwd, both = r["fwd_triton"] / r["fwd_cudnn"], r["fwdbwd_triton"] / r["fwdbwd_cudnn"]
             kind = r["layer"].split(" (")[0]
             assert fwd <= {"D conv1_down": 0.62, "G conv0_up": 0.46}.get(kind, 0.54), r
-            limit = {"D conv": 0.65, "D conv1_down": 0.73, "G conv": 0.91, "G conv0_up": 0.90}[kind]
+            # G conv 0.92: merged with main, the cuDNN path's pixel-norm epilogue writes no zeros for rstd
+            limit = {"D conv": 0.65, "D conv1_down": 0.73, "G conv": 0.92, "G conv0_up": 0.90}[kind]
             assert both <= limit, r
 
 
