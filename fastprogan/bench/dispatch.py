@@ -3,14 +3,16 @@
 Choices are entries of :data:`DISPATCH_CHOICES` (op name -> factory(session) -> list of
 :class:`Choice`): today the resampling convs' "fused" (4x4-weight stride-2 conv) vs "ref" (upsample +
 conv / conv + pool) at every resolution's layer shape, per dtype, for a forward only (``backward=0``:
-G under no_grad in the D step, generation) and a forward + backward (``backward=1``: training). The
-fused conv kernels add one entry each (docs/benchmarks.md). ``finish`` writes the winners as
+G under no_grad in the D step, generation) and a forward + backward (``backward=1``: training); the
+fused conv kernels' "triton" vs "cudnn" (cuDNN conv + Triton epilogue) per layer kind, forward +
+backward, from ``conv2d_bias_act.candidates`` (docs/benchmarks.md). ``finish`` writes the winners as
 ``dispatch_table.json`` in :mod:`fastprogan.ops.dispatch_table`'s format, with keys from its
 ``shape_key``, so the ops read exactly what the bench wrote.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from fastprogan import ops
 from fastprogan.bench import env, timing
 from fastprogan.bench.ops import make_call
 from fastprogan.bench.registry import Registry
-from fastprogan.bench.runner import DTYPES, Session, Task, attempt, spread
+from fastprogan.bench.runner import DTYPES, Session, Skipped, Task, attempt, spread
 from fastprogan.bench.shapes import QUICK_BATCH, QUICK_CHANNELS, batch_for, nf, resolutions
 from fastprogan.ops import dispatch_table
 
@@ -38,6 +40,7 @@ class Choice:
     shape: str
     inputs: Callable[[torch.device], list[torch.Tensor]]
     candidates: dict[str, Callable[..., object]]
+    cuda_only: bool = False  # a candidate is a Triton kernel with no CPU path (skipped off CUDA)
 
 
 ChoiceFactory = Callable[[Session], list[Choice]]
@@ -84,8 +87,56 @@ DISPATCH_CHOICES.register("conv2d_downscale", "fused 4x4 stride-2 conv vs 3x3 co
 )
 
 
+def _fused_conv_choices(name: str, session: Session) -> list[Choice]:
+    """The fused conv kernels' per-shape choice, "triton" (the fused kernel) vs "cudnn" (cuDNN conv +
+    Triton epilogue), from ``conv2d_bias_act.candidates`` and keyed by its ``shape_key_for`` (no
+    backward flag: the choice holds for training, so it is timed forward + backward); shapes where
+    the kernel has no config (C_out > 128) have one candidate and are left out."""
+    from fastprogan.bench.ops import fused_conv_layer
+
+    fused = importlib.import_module("fastprogan.ops.conv2d_bias_act")  # the module (ops exports the op)
+
+    quick = session.options.quick
+    out = []
+    for dtype_name in session.dtypes(("fp32",) if not session.cuda else ("bf16", "fp32", "fp16")):
+        dtype = DTYPES[dtype_name]
+        for r in spread([r for r in resolutions(quick, session.options.resolutions) if r >= 8]):
+            op, n, c_in, c_out, h, pixel_norm = fused_conv_layer(name, r, quick)
+
+            def inputs(dev, n=n, c_in=c_in, c_out=c_out, h=h, dtype=dtype):
+                x = torch.randn(n, c_in, h, h, device=dev, dtype=dtype).requires_grad_()
+                w = torch.randn(c_out, c_in, 3, 3, device=dev).requires_grad_()
+                return [x, w, torch.randn(c_out, device=dev).requires_grad_()]
+
+            meta = inputs(torch.device("meta"))
+            names = sorted(fused.candidates(op, *meta, pixel_norm=pixel_norm))
+            if len(names) < 2:
+                continue
+            candidates = {
+                impl: (
+                    lambda x, w, b, impl=impl, op=op, pn=pixel_norm: fused.candidates(op, x, w, b, pn)[impl]()
+                )
+                for impl in names
+            }
+            key = fused.shape_key_for(meta[0], meta[1], pixel_norm)
+            shape = f"{n}x{c_in}x{h}x{h}->{c_out}"
+            out.append(Choice(op, key, r, dtype_name, True, shape, inputs, candidates, cuda_only=True))
+    return out
+
+
+for _name, _doc in (
+    ("conv2d_bias_act", "D conv: fused 3x3 conv kernel vs cuDNN conv + Triton epilogue"),
+    ("conv2d_bias_act_pixel_norm", "G conv (pixel norm): fused kernel vs cuDNN conv + Triton epilogue"),
+    ("conv2d_downscale_bias_act", "D conv1_down: fused stride-2 4x4 kernel vs cuDNN conv + epilogue"),
+    ("upscale_conv2d_bias_act", "G conv0_up: fused parity kernel vs upscale conv + Triton epilogue"),
+):
+    DISPATCH_CHOICES.register(_name, _doc)(lambda session, name=_name: _fused_conv_choices(name, session))
+
+
 def measure_choice(session: Session, choice: Choice) -> list[dict]:
     """One row per candidate, then the winner (lowest median) in the ``detail`` of every row."""
+    if choice.cuda_only and not session.cuda:
+        raise Skipped("Triton kernel candidates: off CUDA only the interpreter runs them, never timed")
     device = session.device
     mode = "fwd+bwd" if choice.backward else "fwd"
     warmup, reps = (1, 3) if session.options.quick else (3, 20)

@@ -186,6 +186,60 @@ def _downscale(r: int, dtype: torch.dtype, quick: bool) -> OpProblem | None:
     )
 
 
+# The fused conv kernels (issue 11): one problem per layer kind, at every resolution's layer shape.
+# (op, C_in(R), C_out(R), input side(R), pixel_norm); the GPU path counted is the fused kernel.
+FUSED_CONV_LAYERS = {
+    "conv2d_bias_act": ("conv2d_bias_act", nf, nf, lambda r: r, False),
+    "conv2d_bias_act_pixel_norm": ("conv2d_bias_act", nf, nf, lambda r: r, True),
+    "conv2d_downscale_bias_act": ("conv2d_downscale_bias_act", nf, lambda r: nf(r // 2), lambda r: r, False),
+    "upscale_conv2d_bias_act": ("upscale_conv2d_bias_act", lambda r: nf(r // 2), nf, lambda r: r // 2, True),
+}
+
+
+def fused_conv_layer(name: str, r: int, quick: bool) -> tuple[str, int, int, int, int, bool]:
+    """(op, batch, C_in, C_out, input side, pixel_norm) of fused-conv layer ``name`` at resolution r."""
+    op, c_in, c_out, side, pixel_norm = FUSED_CONV_LAYERS[name]
+    if quick:
+        return op, QUICK_BATCH, QUICK_CHANNELS, QUICK_CHANNELS, side(r), pixel_norm
+    return op, batch_for(r), c_in(r), c_out(r), side(r), pixel_norm
+
+
+def _fused_conv_problem(name: str) -> ProblemFactory:
+    def factory(r: int, dtype: torch.dtype, quick: bool) -> OpProblem | None:
+        if r < 8 and not quick:  # the layers exist from 8x8; --quick's 4x4 row proves the compile path
+            return None
+        op, n, c_in, c_out, h, pixel_norm = fused_conv_layer(name, r, quick)
+        fn, ref = getattr(ops, op), getattr(ops, f"{op}_ref")
+        kw = {} if op == "conv2d_downscale_bias_act" else {"pixel_norm": pixel_norm}
+        conv_side = 2 * h if op == "upscale_conv2d_bias_act" else h  # the reference's 3x3 conv output
+        return OpProblem(
+            inputs=lambda dev: [
+                _leaf((n, c_in, h, h), dtype, dev),
+                _leaf((c_out, c_in, 3, 3), torch.float32, dev),
+                _leaf((c_out,), torch.float32, dev),
+            ],
+            ref=lambda x, w, b: ref(x, w, b, SLOPE, **kw),
+            fast=lambda x, w, b: fn(x, w, b, SLOPE, **kw),
+            # the fused kernel where it has a config (C_out <= 128), else cuDNN + epilogue
+            gpu_path=lambda x, w, b: fn(x, w, b, SLOPE, **kw, impl="triton" if c_out <= 128 else "cudnn"),
+            modes=("fwd+bwd", "fwd"),
+            batch=n,
+            shape=_shape(n, c_in, h, h) + f"->{c_out}",
+            macs=9.0 * n * conv_side * conv_side * c_in * c_out,
+        )
+
+    return factory
+
+
+for _name, _doc in (
+    ("conv2d_bias_act", "D conv: fused 3x3 conv + bias + lrelu, [N, nf(R), R, R]"),
+    ("conv2d_bias_act_pixel_norm", "G conv: fused 3x3 conv + bias + lrelu + pixel norm, [N, nf(R), R, R]"),
+    ("conv2d_downscale_bias_act", "D conv1_down: fused 3x3 conv + 2x2 pool + bias + lrelu -> nf(R/2)"),
+    ("upscale_conv2d_bias_act", "G conv0_up: fused 2x up + 3x3 conv + bias + lrelu + pixel norm"),
+):
+    OP_PROBLEMS.register(_name, _doc)(_fused_conv_problem(_name))
+
+
 @OP_PROVIDERS.register("fastprogan", "impl='auto' (Triton kernels and fused convs on CUDA)")
 def _fast_provider(problem: OpProblem, session: Session) -> Callable[..., object]:
     if problem.triton_only and not session.cuda:

@@ -14,22 +14,26 @@ never read back by an epilogue pass. BLOCK_N = C_out, so C_out <= 128 (``MAX_FUS
 layers keep cuDNN (they are compute-bound there and the pixel norm would need a second pass).
 
 Derivatives (every backward is built from registered ops or differentiable aten ops):
-- D path (no pixel norm): every order. Forward ``fastprogan::conv2d_act``, which saves x, w and the
-  output (lrelu' is decided by out > 0). Its backward:
-  * only the input gradient needed (the penalty's ``autograd.grad(score, x_hat)``):
-    ``fastprogan::conv2d_masked(g, out, flip(w)^T)``, one kernel that applies lrelu'(out) to g as it
-    loads it (no masked gradient is written);
-  * weight and/or bias gradient needed: ``lrelu_grad_bias`` (one pass: masked gradient gy and the bias
-    gradient), the input gradient ``conv2d_masked(gy, None, flip(w)^T)`` (3x3) or
-    ``aten.convolution_backward`` (stride-2 4x4: the transposed parity kernel is not built), the
-    weight gradient ``aten.convolution_backward`` with output mask (False, True, False): cuDNN on a
-    GPU.
+- D path (no pixel norm): every order. Forward ``fastprogan::conv2d_act``, which returns the output and
+  the pre-activation's sign bits ([N*OH*OW, cdiv(C_out, 32)] int32) and saves x, w, the output and the
+  bits. Its backward:
+  * only the input gradient needed (the penalty's ``autograd.grad(score, x_hat)``): one kernel that
+    applies lrelu'(out) to g as it loads it (no masked gradient is written):
+    ``fastprogan::conv2d_masked(g, out, flip(w)^T)`` (3x3) or
+    ``fastprogan::conv_transpose2x_masked(g, out, w4)`` (stride-2 4x4: the parity kernel);
+  * weight and/or bias gradient needed (first order): ``fastprogan::conv_input_grad_bits`` (the same
+    kernels with lrelu' from the sign bits) and ``fastprogan::conv_weight_grad_bits`` (the Triton
+    weight-gradient kernel: lrelu' prologue, split-K fp32 partials summed in a fixed order, bias
+    gradient folded in): g is never masked into memory and cuDNN is not called.
   ``conv2d_masked(x, mask, w)`` = conv(x * lrelu'(mask), w) is linear in x and w; its backward is
-  ``lrelu_grad(conv2d_masked(gy, None, flip(w)^T), mask)`` and a weight gradient, 0 w.r.t. mask.
+  ``lrelu_grad(conv2d_masked(gy, None, flip(w)^T), mask)`` and a weight gradient, 0 w.r.t. mask (the
+  transposed op likewise). The sign-bit ops are linear in g; their backward uses each other,
+  ``F.conv2d`` and :func:`_apply_bits`.
 - G path (pixel norm): first order. ``fastprogan::conv2d_act_pixel_norm`` saves x, w, the output and
   the per-pixel rsqrt r; the backward recomputes the pixel-norm gradient from them,
   ``g_a = r (g - out mean_c(g out))`` (a = out / r), masks it with lrelu'(out), and continues as the D
-  path. Differentiating that backward again raises RuntimeError, as bias_act's pixel-norm path does.
+  path with the masked gradient materialised (the input-gradient kernel, cuDNN's weight gradient).
+  Differentiating that backward again raises RuntimeError, as bias_act's pixel-norm path does.
 
 impl: "ref" = the composition of ``_ref`` ops; "triton" = the fused kernels (on CPU only under
 TRITON_INTERPRET=1); "cudnn" = today's path (cuDNN conv, then the Triton epilogue ``bias_act``);
@@ -157,16 +161,25 @@ def _weight_grad(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride
     )[1]
 
 
-def _input_grad(gy: torch.Tensor, mask, x, weight, slope: float, stride: int, padding: int):
-    """conv^T(gy * lrelu'(mask), weight) with x's shape: the fused kernel for the stride-1 3x3 conv,
-    aten's convolution_backward (cuDNN) for the stride-2 4x4 one."""
+def _input_grad(gy: torch.Tensor, mask, weight, slope: float, stride: int, padding: int):
+    """conv^T(gy * lrelu'(mask), weight): the input gradient of ``conv(., weight, stride, padding)``,
+    differentiable: the 3x3 conv kernel on the flipped weights, or the parity kernel (stride-2 4x4)."""
     if stride == 1:
         return torch.ops.fastprogan.conv2d_masked(gy, mask, _transposed_flip(weight), slope, 1, padding)
-    if mask is not None:
-        gy = torch.ops.fastprogan.lrelu_grad(gy, mask, slope)
-    return torch.ops.aten.convolution_backward(
-        gy, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [True, False, False]
-    )[0]
+    return torch.ops.fastprogan.conv_transpose2x_masked(gy, mask, weight, slope)
+
+
+def _unpack_bits(bits: torch.Tensor, shape) -> torch.Tensor:
+    """The forward's sign bits [N*OH*OW, WORDS] int32 -> bool [N, C, OH, OW] (pre-activation > 0)."""
+    n, c, oh, ow = shape
+    ch = torch.arange(c, device=bits.device)
+    on = (bits[:, ch // 32] >> (ch % 32)) & 1  # [M, C]
+    return on.view(n, oh, ow, c).permute(0, 3, 1, 2).bool()
+
+
+def _apply_bits(t: torch.Tensor, bits: torch.Tensor, slope: float) -> torch.Tensor:
+    """t * lrelu' from sign bits, in plain (differentiable) torch ops: the double backward only."""
+    return torch.where(_unpack_bits(bits, t.shape), t, t * slope)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -212,7 +225,7 @@ def _conv2d_masked_backward(ctx, gy):
     slope, stride, padding = ctx.conf
     gx = gw = None
     if _wanted(ctx, 0):
-        gx = _input_grad(gy, None, x, weight, 1.0, stride, padding)
+        gx = _input_grad(gy, None, weight, 1.0, stride, padding)
         if mask is not None:
             gx = torch.ops.fastprogan.lrelu_grad(gx, mask, slope)
     if _wanted(ctx, 2):
@@ -225,13 +238,193 @@ _conv2d_masked_op.register_autograd(_conv2d_masked_backward, setup_context=_conv
 
 
 # ----------------------------------------------------------------------------------------------------
+# fastprogan::conv_transpose2x_masked: conv_transpose2d(x * lrelu'(mask), w, stride 2, pad 1), the input
+# gradient of the stride-2 4x4 conv (the parity kernel), linear in x and w (every order)
+
+
+@torch.library.custom_op(
+    "fastprogan::conv_transpose2x_masked",
+    mutates_args=(),
+    schema="(Tensor x, Tensor? mask, Tensor weight, float negative_slope) -> Tensor",
+)
+def _conv_transpose2x_masked_op(
+    x: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor, negative_slope: float
+) -> torch.Tensor:
+    kernels = load_kernels("conv2d_bias_act")
+    return kernels.upscale_conv2d_act(x, weight, None, negative_slope, "none", 1.0, mask=mask)[0]
+
+
+def _empty_transpose2x(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    n, _, h, w = x.shape
+    shape = (n, weight.shape[1], 2 * h, 2 * w)
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_layout_of(x))
+
+
+@_conv_transpose2x_masked_op.register_fake
+def _(x, mask, weight, negative_slope):
+    if mask is not None and _layout_of(mask) != _layout_of(x):
+        x = x.contiguous(memory_format=_layout_of(mask))
+    return _empty_transpose2x(x, weight)
+
+
+def _conv_transpose2x_masked_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
+    x, mask, weight, negative_slope = inputs
+    ctx.slope = negative_slope
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(x, mask, weight)
+
+
+def _conv_transpose2x_masked_backward(ctx, gy):
+    if gy is None:
+        return None, None, None, None
+    x, mask, weight = ctx.saved_tensors
+    gx = gw = None
+    if _wanted(ctx, 0):  # the adjoint: the stride-2 4x4 conv with the same weight
+        gx = torch.ops.fastprogan.conv2d_masked(gy, None, weight, 1.0, 2, 1)
+        if mask is not None:
+            gx = torch.ops.fastprogan.lrelu_grad(gx, mask, ctx.slope)
+    if _wanted(ctx, 2):
+        xm = x if mask is None else torch.ops.fastprogan.lrelu_grad(x, mask, ctx.slope)
+        gw = torch.ops.aten.convolution_backward(
+            gy, xm, weight, None, [2, 2], [1, 1], [1, 1], True, [0, 0], 1, [False, True, False]
+        )[1]
+    return gx, None, gw, None
+
+
+_conv_transpose2x_masked_op.register_autograd(
+    _conv_transpose2x_masked_backward, setup_context=_conv_transpose2x_masked_setup
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# First-order D backward from the forward's sign bits: fastprogan::conv_input_grad_bits and
+# fastprogan::conv_weight_grad_bits. Linear in g (and in weight / x); their backward (the double
+# backward of a D layer) is built from these ops, aten convs and _apply_bits.
+
+
+@torch.library.custom_op(
+    "fastprogan::conv_input_grad_bits",
+    mutates_args=(),
+    schema="(Tensor g, Tensor bits, Tensor weight, float negative_slope, int stride, int padding) -> Tensor",
+)
+def _conv_input_grad_bits_op(
+    g: torch.Tensor,
+    bits: torch.Tensor,
+    weight: torch.Tensor,
+    negative_slope: float,
+    stride: int,
+    padding: int,
+) -> torch.Tensor:
+    kernels = load_kernels("conv2d_bias_act")
+    w = weight.to(g.dtype)
+    if stride == 1:
+        return kernels.conv2d_act(
+            g, _transposed_flip(w), None, negative_slope, "none", 1.0, 1, padding, bits=bits
+        )[0]
+    return kernels.upscale_conv2d_act(g, w, None, negative_slope, "none", 1.0, bits=bits)[0]
+
+
+@_conv_input_grad_bits_op.register_fake
+def _(g, bits, weight, negative_slope, stride, padding):
+    if stride == 1:
+        return _empty_out(g, _transposed_flip(weight), 1, padding)
+    return _empty_transpose2x(g, weight)
+
+
+def _conv_input_grad_bits_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
+    g, bits, weight, negative_slope, stride, padding = inputs
+    ctx.conf = (negative_slope, stride, padding)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(g, bits, weight)
+
+
+def _conv_input_grad_bits_backward(ctx, ggx):
+    if ggx is None:
+        return None, None, None, None, None, None
+    g, bits, weight = ctx.saved_tensors
+    slope, stride, padding = ctx.conf
+    dg = dw = None
+    if _wanted(ctx, 0):
+        dg = _apply_bits(F.conv2d(ggx, weight.to(ggx.dtype), stride=stride, padding=padding), bits, slope)
+    if _wanted(ctx, 2):
+        gw = torch.ops.fastprogan.conv_weight_grad_bits(
+            g, bits, ggx, slope, weight.shape[2], stride, padding
+        )[0]
+        dw = gw.to(weight.dtype)
+    return dg, None, dw, None, None, None
+
+
+_conv_input_grad_bits_op.register_autograd(
+    _conv_input_grad_bits_backward, setup_context=_conv_input_grad_bits_setup
+)
+
+
+@torch.library.custom_op(
+    "fastprogan::conv_weight_grad_bits",
+    mutates_args=(),
+    schema="(Tensor g, Tensor bits, Tensor x, float negative_slope, int ksize, int stride, int padding) "
+    "-> (Tensor, Tensor)",
+)
+def _conv_weight_grad_bits_op(
+    g: torch.Tensor,
+    bits: torch.Tensor,
+    x: torch.Tensor,
+    negative_slope: float,
+    ksize: int,
+    stride: int,
+    padding: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    kernels = load_kernels("conv2d_bias_act")
+    gw, gb, _ = kernels.conv2d_weight_grad(g, bits, x, negative_slope, ksize, stride, padding)
+    return gw, gb
+
+
+@_conv_weight_grad_bits_op.register_fake
+def _(g, bits, x, negative_slope, ksize, stride, padding):
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    gw = x.new_empty((g.shape[1], x.shape[1], ksize, ksize), dtype=dtype)
+    return gw, x.new_empty((g.shape[1],), dtype=dtype)
+
+
+def _conv_weight_grad_bits_setup(ctx, inputs, output):
+    _note_tensor_inputs(ctx, inputs)
+    g, bits, x, negative_slope, _, stride, padding = inputs
+    ctx.conf = (negative_slope, stride, padding)
+    ctx.set_materialize_grads(False)
+    ctx.save_for_backward(g, bits, x)
+
+
+def _conv_weight_grad_bits_backward(ctx, ggw, ggb):
+    g, bits, x = ctx.saved_tensors
+    slope, stride, padding = ctx.conf
+    dg = dx = None
+    if _wanted(ctx, 0) and (ggw is not None or ggb is not None):
+        t = None if ggw is None else F.conv2d(x, ggw.to(x.dtype), stride=stride, padding=padding)
+        if ggb is not None:
+            b = ggb.to(x.dtype).view(1, -1, 1, 1)
+            t = b.expand(g.shape) if t is None else t + b
+        dg = _apply_bits(t, bits, slope)
+    if _wanted(ctx, 2) and ggw is not None:
+        dx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, ggw.to(x.dtype), slope, stride, padding)
+    return dg, None, dx, None, None, None, None
+
+
+_conv_weight_grad_bits_op.register_autograd(
+    _conv_weight_grad_bits_backward, setup_context=_conv_weight_grad_bits_setup
+)
+
+
+# ----------------------------------------------------------------------------------------------------
 # fastprogan::conv2d_act: lrelu(conv(x, w) + b), D path (every order)
 
 
 @torch.library.custom_op(
     "fastprogan::conv2d_act",
     mutates_args=(),
-    schema="(Tensor x, Tensor weight, Tensor? bias, float negative_slope, int stride, int padding) -> Tensor",
+    schema="(Tensor x, Tensor weight, Tensor? bias, float negative_slope, int stride, int padding) "
+    "-> (Tensor, Tensor)",
 )
 def _conv2d_act_op(
     x: torch.Tensor,
@@ -240,14 +433,20 @@ def _conv2d_act_op(
     negative_slope: float,
     stride: int,
     padding: int,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = load_kernels("conv2d_bias_act")
-    return kernels.conv2d_act(x, weight, bias, negative_slope, "lrelu", 1.0, stride, padding)[0]
+    return kernels.conv2d_act(x, weight, bias, negative_slope, "lrelu", 1.0, stride, padding)
+
+
+def _empty_bits(out: torch.Tensor) -> torch.Tensor:
+    n, c, oh, ow = out.shape
+    return out.new_empty((n * oh * ow, -(-c // 32)), dtype=torch.int32)
 
 
 @_conv2d_act_op.register_fake
 def _(x, weight, bias, negative_slope, stride, padding):
-    return _empty_out(x, weight, stride, padding)
+    out = _empty_out(x, weight, stride, padding)
+    return out, _empty_bits(out)
 
 
 def _conv2d_act_setup(ctx, inputs, output):
@@ -256,37 +455,42 @@ def _conv2d_act_setup(ctx, inputs, output):
     ctx.conf = (negative_slope, stride, padding)
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.set_materialize_grads(False)
-    ctx.save_for_backward(x, weight, output)
+    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(x, weight, *output)
 
 
-def _conv_backward_from_masked(ctx, gy, grad_bias, x, weight, stride, padding):
-    """(gx, gw, gb) given the lrelu-masked output gradient gy (and its sum over N, H, W)."""
-    need_x, need_w = _wanted(ctx, 0), _wanted(ctx, 1)
-    if stride != 1 and need_x:  # both from one cuDNN call (reads gy once, and x only for the weights)
-        gx, gw, _ = torch.ops.aten.convolution_backward(
-            gy, x, weight, None, [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, [True, need_w, False]
-        )
-        return gx, gw, None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
-    gx = _input_grad(gy, None, x, weight, 1.0, stride, padding) if need_x else None
-    gw = _weight_grad(gy, x, weight, stride, padding) if need_w else None
+def _conv_backward_from_masked(ctx, gy, grad_bias, x, weight):
+    """(gx, gw, gb) of a stride-1 3x3 conv given the masked output gradient gy (and its sum over N, H,
+    W): the G path, whose pixel-norm gradient is materialised."""
+    gx = _input_grad(gy, None, weight, 1.0, 1, 1) if _wanted(ctx, 0) else None
+    gw = _weight_grad(gy, x, weight, 1, 1) if _wanted(ctx, 1) else None
     gb = None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
     return gx, gw, gb
 
 
-def _conv2d_act_backward(ctx, g):
+def _conv2d_act_backward(ctx, g, _grad_bits):
     if g is None:
         return None, None, None, None, None, None
-    x, weight, out = ctx.saved_tensors
+    x, weight, out, bits = ctx.saved_tensors
     slope, stride, padding = ctx.conf
     need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
-    if not (_wanted(ctx, 1) or need_b):
-        # Only the input gradient (the penalty's create_graph pass): the mask is the kernel's prologue.
-        return _input_grad(g, out, x, weight, slope, stride, padding), None, None, None, None, None
+    need_w = _wanted(ctx, 1)
+    if not (need_w or need_b):
+        # Only the input gradient (the penalty's create_graph pass): the mask (the saved output, whose
+        # lrelu_grad double backward is one kernel) is the kernel's prologue.
+        return _input_grad(g, out, weight, slope, stride, padding), None, None, None, None, None
+    # First order with weights: g and the sign bits are read, no masked gradient is written: the
+    # input gradient (sign-bit prologue) and the weight-gradient kernel each read them once.
+    gx = gw = gb = None
+    if _wanted(ctx, 0):
+        gx = torch.ops.fastprogan.conv_input_grad_bits(g, bits, weight, slope, stride, padding)
+    gw32, gb32 = torch.ops.fastprogan.conv_weight_grad_bits(
+        g, bits, x, slope, weight.shape[2], stride, padding
+    )
+    if need_w:
+        gw = gw32.to(weight.dtype)
     if need_b:
-        gy, grad_bias = torch.ops.fastprogan.lrelu_grad_bias(g, out, slope)
-    else:
-        gy, grad_bias = torch.ops.fastprogan.lrelu_grad(g, out, slope), None
-    gx, gw, gb = _conv_backward_from_masked(ctx, gy, grad_bias, x, weight, stride, padding)
+        gb = gb32.to(ctx.bias_dtype)
     return gx, gw, gb, None, None, None
 
 
@@ -357,15 +561,18 @@ def _conv2d_act_pixel_norm_setup(ctx, inputs, output):
     ctx.conf = (negative_slope, 1, 1)
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zeros tensor for rstd's (absent) gradient
     ctx.save_for_backward(x, weight, output[0], output[1])
 
 
 def _conv2d_act_pixel_norm_backward(ctx, g, _grad_rstd):
+    if g is None:
+        return None, None, None, None, None
     x, weight, out, rstd = ctx.saved_tensors
     slope = ctx.conf[0]
     gy, grad_bias = torch.ops.fastprogan.conv2d_act_pixel_norm_grad(g, out, rstd, slope)
     need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
-    gx, gw, gb = _conv_backward_from_masked(ctx, gy, grad_bias if need_b else None, x, weight, 1, 1)
+    gx, gw, gb = _conv_backward_from_masked(ctx, gy, grad_bias if need_b else None, x, weight)
     return gx, gw, gb, None, None
 
 
@@ -394,7 +601,8 @@ def _upscale_conv2d_act_op(
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = load_kernels("conv2d_bias_act")
-    return kernels.upscale_conv2d_act(x, weight4t, bias, negative_slope, pixel_norm, eps)
+    epilogue = "lrelu_pixel_norm" if pixel_norm else "lrelu"
+    return kernels.upscale_conv2d_act(x, weight4t, bias, negative_slope, epilogue, eps)
 
 
 @_upscale_conv2d_act_op.register_fake
@@ -413,10 +621,13 @@ def _upscale_conv2d_act_setup(ctx, inputs, output):
     ctx.slope, ctx.pixel_norm = negative_slope, pixel_norm
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.mark_non_differentiable(output[1])
+    ctx.set_materialize_grads(False)  # no zeros tensor for rstd's (absent) gradient
     ctx.save_for_backward(x, weight4t, output[0], output[1])
 
 
 def _upscale_conv2d_act_backward(ctx, g, _grad_rstd):
+    if g is None:
+        return None, None, None, None, None, None
     x, weight4t, out, rstd = ctx.saved_tensors
     need_b = ctx.bias_dtype is not None and _wanted(ctx, 2)
     if ctx.pixel_norm:
@@ -458,36 +669,59 @@ def shape_key_for(x: torch.Tensor, weight: torch.Tensor, pixel_norm: bool) -> st
 
 
 def layer_passes(
-    op: str, path: str, n: int, c_in: int, c_out: int, h: int, w: int, backward: bool = True
+    op: str,
+    path: str,
+    n: int,
+    c_in: int,
+    c_out: int,
+    h: int,
+    w: int,
+    backward: bool = True,
+    pixel_norm: bool = False,
+    size: int = 4,
 ) -> list[tuple[str, float, float]]:
     """The modelled kernel passes of one layer: (who runs it, elements moved, FLOPs).
 
     ``op``: "conv2d_bias_act", "conv2d_downscale_bias_act" or "upscale_conv2d_bias_act"; ``path``:
-    "triton" or "cudnn"; who:
-    "triton" (the fused kernel), "cudnn" or "epilogue" (a Triton elementwise pass). Elements per tensor
-    read or written, as the traffic counter counts them (weights left out: small at these channels).
+    "triton" or "cudnn"; who: "triton" (a fused kernel), "cudnn" or "epilogue" (a Triton elementwise
+    pass). Elements of ``size`` bytes per tensor read or written, as the traffic counter counts them
+    (weights left out: small at these channels; the D path's sign bits are 1/(8 size) element each).
     cudnn forward = conv (read x, write y) + bias_act (read y, write out); triton forward = read x,
-    write out. Backward with weight gradients: lrelu_grad_bias (read g, out, write gy), input gradient
-    (read gy, write gx; the fused kernel for the 3x3 conv, cuDNN for the stride-2 one), weight gradient
-    (cuDNN: read gy, x), the same for both paths.
+    write out (+ the sign bits on the D path). Backward with weight gradients, cudnn: lrelu_grad_bias
+    (read g, out, write gy), input and weight gradient (cuDNN: read gy, write gx; read gy, x). Triton,
+    D path (no pixel norm, not the upscale): the input gradient (read g, bits, write gx) and the
+    weight-gradient kernel (read g, bits, x); G path: the pixel-norm gradient (read g, out, write gy),
+    the input-gradient kernel, cuDNN's weight gradient.
     """
     down, up = op == "conv2d_downscale_bias_act", op == "upscale_conv2d_bias_act"
     oh, ow = (h // 2, w // 2) if down else (2 * h, 2 * w) if up else (h, w)
     xe, ye = n * c_in * h * w, n * c_out * oh * ow
     taps = 16 if down else 4 if up else 9  # per output pixel: 4x4 stride-2 conv, 2x2 parity, 3x3
     flops = 2 * taps * n * oh * ow * c_in * c_out
+    d_path = path == "triton" and not (pixel_norm or up)
+    bits = ye / (8 * size) if d_path else 0.0
     if path == "triton":
-        passes = [("triton", xe + ye, flops)]
+        passes = [("triton", xe + ye + bits, flops)]
     else:
         passes = [("cudnn", xe + ye, flops), ("epilogue", 2 * ye, 0.0)]
-    if backward:
-        dgrad = "triton" if path == "triton" and not down else "cudnn"  # upscale: the stride-2 conv kernel
+    if backward and d_path:
+        passes += [("triton", ye + bits + xe, flops), ("triton", ye + bits + xe, flops)]
+    elif backward:
+        dgrad = "triton" if path == "triton" else "cudnn"
         passes += [("epilogue", 3 * ye, 0.0), (dgrad, ye + xe, flops), ("cudnn", ye + xe, flops)]
     return passes
 
 
 def predicted_speedup(
-    op: str, n: int, c_in: int, c_out: int, h: int, w: int, dtype: torch.dtype, backward: bool = True
+    op: str,
+    n: int,
+    c_in: int,
+    c_out: int,
+    h: int,
+    w: int,
+    dtype: torch.dtype,
+    backward: bool = True,
+    pixel_norm: bool = False,
 ) -> float:
     """cuDNN + epilogue time / fused time: each pass max(bytes / bandwidth, FLOPs / peak), summed."""
     size = torch.empty((), dtype=dtype).element_size()
@@ -495,7 +729,7 @@ def predicted_speedup(
 
     def seconds(path: str) -> float:
         total = 0.0
-        for who, elements, flops in layer_passes(op, path, n, c_in, c_out, h, w, backward):
+        for who, elements, flops in layer_passes(op, path, n, c_in, c_out, h, w, backward, pixel_norm, size):
             efficiency = TRITON_FLOP_EFFICIENCY if who == "triton" else 1.0
             total += max(elements * size / GPU_BANDWIDTH, flops / (peak * efficiency))
         return total
@@ -528,7 +762,7 @@ def conv_path(op: str, x: torch.Tensor, weight: torch.Tensor, pixel_norm: bool, 
         return choice
     backward = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     n, c_in, h, w = x.shape
-    speedup = predicted_speedup(op, n, c_in, c_out, h, w, x.dtype, backward)
+    speedup = predicted_speedup(op, n, c_in, c_out, h, w, x.dtype, backward, pixel_norm)
     return "triton" if speedup >= SPEEDUP_THRESHOLD else "cudnn"
 
 
@@ -596,7 +830,7 @@ def conv2d_bias_act(
         return bias_act(h, bias, negative_slope, pixel_norm, eps, impl=_epilogue_impl(x))
     if pixel_norm:
         return torch.ops.fastprogan.conv2d_act_pixel_norm(x, w, bias, float(negative_slope), float(eps))[0]
-    return torch.ops.fastprogan.conv2d_act(x, w, bias, float(negative_slope), 1, 1)
+    return torch.ops.fastprogan.conv2d_act(x, w, bias, float(negative_slope), 1, 1)[0]
 
 
 def conv2d_downscale_bias_act(
@@ -624,7 +858,7 @@ def conv2d_downscale_bias_act(
     if which == "cudnn":
         h = F.conv2d(x, w4, stride=2, padding=1)
         return bias_act(h, bias, negative_slope, impl=_epilogue_impl(x))
-    return torch.ops.fastprogan.conv2d_act(x, w4, bias, float(negative_slope), 2, 1)
+    return torch.ops.fastprogan.conv2d_act(x, w4, bias, float(negative_slope), 2, 1)[0]
 
 
 def upscale_conv2d_bias_act(

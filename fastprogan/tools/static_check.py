@@ -207,7 +207,13 @@ def run_check(
 # ----------------------------------------------------------------------------------------------------
 # Launch recording: every launch must use a config of the tables above.
 
-_PTR_DTYPES = {"float32": "*fp32", "float16": "*fp16", "bfloat16": "*bf16", "float64": "*fp64"}
+_PTR_DTYPES = {
+    "float32": "*fp32",
+    "float16": "*fp16",
+    "bfloat16": "*bf16",
+    "float64": "*fp64",
+    "int32": "*i32",
+}
 
 
 @dataclass(frozen=True)

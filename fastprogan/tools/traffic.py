@@ -10,7 +10,8 @@ A ``TorchDispatchMode`` adds the bytes of every tensor read and written by each 
 DRAM traffic of a one-kernel-per-op execution (no cache reuse between ops). Views and aliases move
 nothing and are skipped; allocations (empty*) too. A fastprogan custom op is seen as one op, like any
 aten op, plus the scratch traffic its kernels add inside (``INTERNAL_BYTES``: the partial bias sums
-of the pixel-norm backward and of lrelu_grad_bias, written then read). Everything runs on device="meta": shapes only, no
+of the pixel-norm backward and of lrelu_grad_bias, and the weight-gradient kernel's split partials,
+written then read). Everything runs on device="meta": shapes only, no
 memory, no kernels (the custom ops' fake implementations run), so every resolution up to 1024x1024 at
 the paper's batch sizes costs milliseconds.
 
@@ -76,9 +77,36 @@ def _lrelu_grad_bias_scratch(args, outputs) -> int:
     return 2 * rows * out.shape[1] * outputs[1].element_size()  # partial sums written, then read
 
 
+def _split_partials_scratch(tiles: int, programs_per_split: int, partial_elems: int, x, target) -> int:
+    from fastprogan.ops._kernels import load_kernels
+
+    kernels = load_kernels("conv2d_bias_act")
+    splits = kernels.weight_grad_splits(
+        tiles, programs_per_split, partial_elems, x.numel() * x.element_size(), target
+    )
+    return splits * partial_elems * 4
+
+
+def _weight_grad_bits_scratch(args, outputs) -> int:
+    """The weight-gradient kernel's fp32 partials (written, then read by the split sum; bias partials
+    included) and the [K, K, C_in, C_out] -> [C_out, C_in, K, K] copy of the summed weight gradient."""
+    from fastprogan.ops._kernels import load_kernels
+
+    g, _, x, _, ksize, _, _ = args
+    kernels = load_kernels("conv2d_bias_act")
+    c_in, c_out = x.shape[1], g.shape[1]
+    tile = kernels.wgrad_tile(c_in, c_out)
+    tiles = -(-(g.shape[0] * g.shape[2] * g.shape[3]) // tile.block_m)
+    taps, ci_blocks = ksize * ksize, -(-c_in // tile.block_k)
+    elems = (taps * c_in + 1) * c_out
+    partials = _split_partials_scratch(tiles, taps * ci_blocks, elems, x, kernels.WGRAD_TARGET_PROGRAMS)
+    return 2 * partials + 2 * taps * c_in * c_out * outputs[0].element_size()
+
+
 INTERNAL_BYTES: dict[str, Callable] = {
     "fastprogan.bias_act_pixel_norm_backward.default": _pixel_norm_backward_scratch,
     "fastprogan.lrelu_grad_bias.default": _lrelu_grad_bias_scratch,
+    "fastprogan.conv_weight_grad_bits.default": _weight_grad_bits_scratch,
 }
 NO_DATA_OPS = {
     "aten.empty.memory_format",
@@ -178,6 +206,24 @@ def d_block_fused_conv(x, w1, b1, w2, b2):
     return ops.conv2d_downscale_bias_act(h, w2, b2, 0.2, impl="triton")
 
 
+def g_block2_inputs(resolution: int, dtype: torch.dtype):
+    """G's whole block at R: x [N, nf(R/2), R/2, R/2], conv0_up's and conv1's weights and biases."""
+    n, c_in, c = BATCH[resolution], nf(resolution // 2), nf(resolution)
+    x = _leaf(n, c_in, resolution // 2, resolution // 2, dtype=dtype)
+    return x, _leaf(c, c_in, 3, 3), _leaf(c), _leaf(c, c, 3, 3), _leaf(c)
+
+
+def g_block2(impl: str) -> Callable:
+    """G's block (conv0_up: 2x + 3x3 + lrelu + pixel norm, then conv1: 3x3 + lrelu + pixel norm) on
+    the fused conv ops with ``impl`` ("triton": the fused kernels; "cudnn": conv + Triton epilogue)."""
+
+    def block(x, w0, b0, w1, b1):
+        h = ops.upscale_conv2d_bias_act(x, w0, b0, 0.2, pixel_norm=True, impl=impl)
+        return ops.conv2d_bias_act(h, w1, b1, 0.2, pixel_norm=True, impl=impl)
+
+    return block
+
+
 # Per-layer rows of the fused conv kernels (issue 11): the 256-1024 layers they are built for.
 LAYER_RESOLUTIONS = (256, 512, 1024)
 LAYERS = {
@@ -244,6 +290,18 @@ def layers_markdown(rows: list[dict], dtype_name: str) -> str:
             f"{_mb(r['fwd_cudnn'])} | {_mb(r['fwd_triton'])} | {r['fwd_triton'] / r['fwd_cudnn']:.2f} | "
             f"{_mb(r['fwdbwd_cudnn'])} | {_mb(r['fwdbwd_triton'])} | {r['fwdbwd_triton'] / r['fwdbwd_cudnn']:.2f} |"
         )
+    dtype = DTYPES[dtype_name]
+    out += [
+        "",
+        f"G block (conv0_up + conv1, pixel norm) fwd+bwd, {dtype_name}, MB: fused conv kernels vs cuDNN + epilogue",
+        "",
+        "| R | cuDNN + epilogue | fused convs | ratio |",
+        "|---|---|---|---|",
+    ]
+    for res in sorted({r["resolution"] for r in rows}):
+        make = lambda res=res: g_block2_inputs(res, dtype)
+        today, fused = (fwd_and_fwd_bwd(g_block2(impl), make)[1] for impl in ("cudnn", "triton"))
+        out.append(f"| {res} | {_mb(today)} | {_mb(fused)} | {fused / today:.2f} |")
     out += [
         "",
         f"WGAN-GP D step on the D block, {dtype_name}, MB: fused conv kernels vs today's fused path",
@@ -253,7 +311,6 @@ def layers_markdown(rows: list[dict], dtype_name: str) -> str:
         "| R | today (cuDNN + epilogue) | fused convs | ratio | eager reference |",
         "|---|---|---|---|---|",
     ]
-    dtype = DTYPES[dtype_name]
     for res in sorted({r["resolution"] for r in rows}):
         dt = d_step(d_block_fused, res, dtype)
         dc = d_step(d_block_fused_conv, res, dtype)

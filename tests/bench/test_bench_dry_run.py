@@ -76,6 +76,14 @@ def test_cpu_quick_dry_run_writes_every_file(tmp_path):
     table = json.loads((out / "dispatch_table.json").read_text())
     entries = dispatch_table.validate_table(table, "dispatch_table.json")
     assert set(entries) == {"upscale_conv2d", "conv2d_downscale"}
+    # The fused conv kernels' choices (triton vs cudnn) are listed, and skipped off CUDA with the reason.
+    fused = [r for r in rows if r["measure"] == "dispatch" and "bias_act" in r["name"]]
+    assert {r["name"] for r in fused} == {
+        "conv2d_bias_act",
+        "conv2d_downscale_bias_act",
+        "upscale_conv2d_bias_act",
+    }, fused
+    assert all(r["status"] == "skipped" and "interpreter" in r["detail"] for r in fused), fused
     assert all(v in ("fused", "ref") for e in entries.values() for v in e.values())
 
     report = (out / "report.md").read_text()

@@ -246,4 +246,4 @@ def test_paper_shapes_build_and_count_on_meta():
             assert problem.batch == (batch_for(r)), (entry.name, r)
             assert counted_bytes(problem, problem.modes[0]) > 0, (entry.name, r)
             seen += 1
-    assert seen == 5 * 9 + 2 * 8  # the resampling convs start at 8x8
+    assert seen == 5 * 9 + 6 * 8  # the resampling and fused conv layers start at 8x8

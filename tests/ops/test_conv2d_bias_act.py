@@ -131,8 +131,8 @@ def test_input_gradient_with_trainable_weights_skips_the_weight_gradient(check_c
         gx.square().sum().backward()
         results.append((gx.detach(), w.grad, b.grad))
         if impl == "triton":
-            names = [(v.kernel.rsplit(".", 1)[1], dict(v.constexprs).get("PROLOGUE_MASK")) for v in launches]
-            assert ("conv2d_act_kernel", True) in names
+            names = [(v.kernel.rsplit(".", 1)[1], dict(v.constexprs).get("PROLOGUE")) for v in launches]
+            assert ("conv2d_act_kernel", 1) in names  # the mask-tensor prologue
             assert not any(n.startswith("lrelu_grad_bias") for n, _ in names)
     for what, a, e in zip(("input gradient", "grad w"), results[0][:2], results[1][:2]):
         check_close(a, e, rtol=1e-4, atol=1e-5, what=what)
@@ -226,7 +226,16 @@ def test_opcheck_registered_conv_ops():
         (f.conv2d_masked, (x, mask, w, 0.2, 1, 1)),
         (f.conv2d_act_pixel_norm, (x, w, b, 0.2, 1e-8)),
         (f.upscale_conv2d_act, (x, w4t, b, 0.2, True, 1e-8)),
+        (f.conv_transpose2x_masked, (x, mask, w4t, 0.2)),
     ]
+    # the first-order D backward from the forward's sign bits (3x3 and stride-2 4x4)
+    for weight, stride in ((w, 1), (w4, 2)):
+        out, bits = f.conv2d_act(x.detach(), weight.detach(), b.detach(), 0.2, stride, 1)
+        gy = torch.randn(out.shape, generator=g).requires_grad_()
+        cases += [
+            (f.conv_input_grad_bits, (gy, bits, weight, 0.2, stride, 1)),
+            (f.conv_weight_grad_bits, (gy, bits, x, 0.2, weight.shape[2], stride, 1)),
+        ]
     for op, args in cases:
         torch.library.opcheck(
             op, args, test_utils=("test_schema", "test_faketensor", "test_autograd_registration")

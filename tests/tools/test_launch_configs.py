@@ -38,8 +38,9 @@ def _exercise_epilogue_ops(dtype: torch.dtype) -> None:
 
 
 def _exercise_conv_ops(dtype: torch.dtype) -> None:
-    """Every conv2d_act launch variant: D forward + full backward, the penalty's input-gradient-only
-    pass (masked prologue), G forward + backward (pixel norm), the stride-2 downscale; 3 -> 24 and
+    """Every conv2d_act launch variant: D forward + full backward (sign-bit prologues, the weight-gradient
+    kernel), the penalty's input-gradient-only pass (masked prologue), G forward + backward (pixel norm),
+    the stride-2 downscale (forward, both backwards through the parity kernel); 3 -> 24 and
     16 -> 128 channels (two BLOCK_N buckets), both layouts."""
     from fastprogan.ops.conv2d_bias_act import (
         conv2d_bias_act,
@@ -60,7 +61,10 @@ def _exercise_conv_ops(dtype: torch.dtype) -> None:
         xi = x.clone().requires_grad_()
         # input gradient only (parameters without grad): the masked-prologue variant
         torch.autograd.grad(conv2d_bias_act(xi, w.detach(), b.detach(), impl="triton").sum(), xi)
-        conv2d_downscale_bias_act(x, w, b, impl="triton")
+        xi = x.clone().requires_grad_()  # first order from the sign bits (parity + weight-gradient kernels)
+        conv2d_downscale_bias_act(xi, w, b, impl="triton").sum().backward()
+        xi = x.clone().requires_grad_()  # input gradient only: the parity kernel's mask prologue
+        torch.autograd.grad(conv2d_downscale_bias_act(xi, w.detach(), b.detach(), impl="triton").sum(), xi)
         for pn in (False, True):  # upscale forward and its input gradient (the stride-2 4x4 conv)
             xi = x.clone().requires_grad_()
             upscale_conv2d_bias_act(xi, w, b, 0.2, pn, impl="triton").sum().backward()
@@ -83,19 +87,19 @@ def test_every_launch_uses_a_checked_config(dtype):
     assert table_kernels <= _seen_kernels(launches)  # every kernel of the tables was exercised
     conv = [launch for launch in launches if launch.kernel.endswith(".conv2d_act_kernel")]
     variants = {
-        (dict(v.constexprs)["KSIZE"], dict(v.constexprs)["PROLOGUE_MASK"], dict(v.constexprs)["EPILOGUE"])
+        (dict(v.constexprs)["KSIZE"], dict(v.constexprs)["PROLOGUE"], dict(v.constexprs)["EPILOGUE"])
         for v in conv
     }
-    assert variants == {
-        (3, False, 1),
-        (3, False, 2),
-        (3, True, 0),
-        (3, False, 0),
-        (4, False, 1),
-        (4, False, 0),
+    # (kernel size, prologue: 0 none / 1 mask / 2 sign bits, epilogue: 0 none / 1 lrelu / 2 pixel norm)
+    assert variants == {(3, 0, 1), (3, 0, 2), (3, 1, 0), (3, 2, 0), (3, 0, 0), (4, 0, 1), (4, 0, 0)}
+    up = {
+        (dict(v.constexprs)["PROLOGUE"], dict(v.constexprs)["EPILOGUE"])
+        for v in launches
+        if v.kernel.endswith("upscale_conv2d_act_kernel")
     }
-    up = {dict(v.constexprs)["EPILOGUE"] for v in launches if v.kernel.endswith("upscale_conv2d_act_kernel")}
-    assert up == {1, 2}
+    assert up == {(0, 1), (0, 2), (2, 0), (1, 0)}  # G's conv0_up; the downscale's input gradients
+    wgrad = {dict(v.constexprs)["KSIZE"] for v in launches if v.kernel.endswith("conv2d_weight_grad_kernel")}
+    assert wgrad == {3, 4}
 
 
 def test_a_launch_with_another_config_is_reported(monkeypatch):

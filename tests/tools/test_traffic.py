@@ -103,18 +103,43 @@ def test_cli_prints_tables(capsys):
 
 
 def test_fused_conv_layers_traffic():
-    """Per layer at 256-1024 (paper channels, preset batch), fused conv kernel / cuDNN conv + Triton
-    epilogue. Measured (fp32 and bf16): forward 0.50 (3x3), 0.60 (downscale), 0.44 (upscale);
-    forward + backward 0.90-0.913, 0.85, 0.88: the backward (lrelu_grad_bias, input-gradient kernel, cuDNN weight gradient) moves
-    the same bytes on both paths. The issue's 0.55x forward + backward target is NOT met (it needs a
-    fused backward reading g, out and x once for both gradients); these are regression guards."""
-    rows = T.layer_rows(torch.bfloat16)
-    assert len(rows) == 4 * len(T.LAYER_RESOLUTIONS)
-    for r in rows:
-        fwd, both = r["fwd_triton"] / r["fwd_cudnn"], r["fwdbwd_triton"] / r["fwdbwd_cudnn"]
-        kind = "down" if "down" in r["layer"] else "up" if "_up" in r["layer"] else "conv"
-        assert fwd <= {"down": 0.61, "up": 0.46, "conv": 0.53}[kind], r
-        # conv 0.92: the reference path's pixel-norm epilogue stopped writing a zeros gradient for its
-        # rstd output (ops/bias_act.py: 0.90 -> 0.913 at 1024); the fused pixel-norm conv ops still
-        # write theirs (ops/conv2d_bias_act.py, set_materialize_grads), which would win it back.
-        assert both <= {"down": 0.86, "up": 0.90, "conv": 0.92}[kind], r
+    """Per layer at 256-1024 (paper channels, preset batch), fused conv kernels / cuDNN conv + Triton
+    epilogue, forward + backward. Measured, fp32 / bf16: D conv 0.61-0.62 / 0.62-0.64, D conv1_down
+    0.70-0.71 / 0.71-0.72 (the D backward reads g and the forward's sign bits, no masked gradient, weight
+    gradient in Triton), G conv 0.90, G conv0_up 0.88-0.89 (the pixel-norm gradient needs the full
+    output: unchanged). The issue's 0.55x target is NOT met: it needs one pass over g for both gradients
+    (tried: the nine tap accumulators spill on every config). Regression guards."""
+    for dtype in (torch.float32, torch.bfloat16):
+        rows = T.layer_rows(dtype)
+        assert len(rows) == 4 * len(T.LAYER_RESOLUTIONS)
+        for r in rows:
+            fwd, both = r["fwd_triton"] / r["fwd_cudnn"], r["fwdbwd_triton"] / r["fwdbwd_cudnn"]
+            kind = r["layer"].split(" (")[0]
+            assert fwd <= {"D conv1_down": 0.62, "G conv0_up": 0.46}.get(kind, 0.54), r
+            # G conv 0.92: merged with main, the cuDNN path's pixel-norm epilogue writes no zeros for rstd
+            limit = {"D conv": 0.65, "D conv1_down": 0.73, "G conv": 0.92, "G conv0_up": 0.90}[kind]
+            assert both <= limit, r
+
+
+def test_fused_conv_d_backward_writes_no_masked_gradient():
+    """The D layers' first-order backward on the fused kernels: no lrelu_grad(_bias) pass, no cuDNN
+    convolution_backward; the sign-bit ops read g once each; the WGAN-GP D step <= 0.75x today's path
+    (measured 0.72-0.73, fp32 and bf16)."""
+    x, w, b = T._leaf(2, 16, 32, 32), T._leaf(16, 16, 3, 3), T._leaf(16)
+    for fn, kw in ((T.ops.conv2d_bias_act, {}), (T.ops.conv2d_downscale_bias_act, {})):
+        y = None
+
+        def run(fn=fn, kw=kw):
+            nonlocal y
+            y = fn(x, w, b, 0.2, impl="triton", **kw)
+            y.backward(torch.empty(y.shape, device="meta"))
+
+        names = [name for name, _, _ in T.count(run).rows]
+        assert "fastprogan.conv_weight_grad_bits.default" in names, names
+        assert "fastprogan.conv_input_grad_bits.default" in names, names
+        assert not any("lrelu_grad" in n or "convolution_backward" in n for n in names), names
+    for res in T.LAYER_RESOLUTIONS:
+        ratio = T.d_step(T.d_block_fused_conv, res, torch.float32) / T.d_step(
+            T.d_block_fused, res, torch.float32
+        )
+        assert ratio <= 0.75, (res, ratio)
