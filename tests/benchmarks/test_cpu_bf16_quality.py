@@ -26,8 +26,18 @@ def test_summary_and_spread_verdict():
     assert list(s) == ["fp32", "bf16"]
     assert (s["fp32"].n, s["fp32"].low, s["fp32"].high) == (3, 20.0, 26.0)
     assert s["fp32"].mean == pytest.approx(23.0) and s["fp32"].stdev == pytest.approx(3.0)
-    assert quality.within_spread([21.0, 25.5], s["fp32"])
-    assert not quality.within_spread([21.0, 26.5], s["fp32"])  # one run outside the fp32 range fails
+    assert quality.within_range([21.0, 25.5], s["fp32"])
+    assert not quality.within_range([21.0, 26.5], s["fp32"])  # one run outside the fp32 range
+    diffs = quality.paired_differences(results, "bf16", "fp32")
+    assert diffs == pytest.approx({0: 1.0, 1: -0.5})
+    assert quality.within_spread(diffs, s["fp32"])  # |1.0|, |-0.5| <= stdev 3
+    assert not quality.within_spread({0: 1.0, 1: -3.5}, s["fp32"])
+    # each run follows its seed: outside [min, max] at the extremes, yet a tiny same-seed difference
+    edge = [_run("fp32", 0, 20.0), _run("fp32", 1, 26.0), _run("bf16", 0, 19.9), _run("bf16", 1, 26.1)]
+    s_edge = quality.summarize(edge)
+    assert not quality.within_range([19.9, 26.1], s_edge["fp32"])
+    assert quality.within_spread(quality.paired_differences(edge, "bf16", "fp32"), s_edge["fp32"])
+    assert not quality.within_spread({}, s["fp32"])  # no common seed: no verdict
     assert quality.summarize([_run("bf16", 0, 5.0)])["bf16"].stdev == 0.0
 
 
