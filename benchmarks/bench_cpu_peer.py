@@ -34,6 +34,7 @@ header written once).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import importlib
 import os
@@ -138,11 +139,9 @@ def load_peer(root: Path) -> tuple[type, dict[str, Any]]:
             f"cannot import the peer's models.progressive_gan from {root}: {exc}"
         ) from None
     settings = dict(PEER_DEFAULTS)
-    try:
+    with contextlib.suppress(ImportError):  # a partial checkout: the defaults above are that file's values
         cfg = importlib.import_module(PEER_CONFIG_MODULE)._C
         settings.update({k: getattr(cfg, k) for k in PEER_DEFAULTS if hasattr(cfg, k)})
-    except ImportError:  # a partial checkout: the defaults above are that file's values
-        pass
 
     class PeerPGAN(module.ProgressiveGAN):
         """The peer's model with Adam's betas as floats; everything else is its code."""

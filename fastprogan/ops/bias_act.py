@@ -48,8 +48,6 @@ from fastprogan.ops._common import (
 from fastprogan.ops._kernels import load_kernels
 from fastprogan.ops.pixel_norm import DEFAULT_EPS, pixel_norm_ref
 
-_empty_like_dense = empty_like_dense  # the name ops/conv2d_bias_act.py imports (moved to ops/_common.py)
-
 # ----------------------------------------------------------------------------------------------------
 # Reference
 

@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 
 from fastprogan.ops import dispatch_table
-from fastprogan.ops._common import kernel_dtype_ok
+from fastprogan.ops._common import dense_format, empty_like_dense, kernel_dtype_ok
 from fastprogan.ops._common import resolve_impl as _resolve_triton
 from fastprogan.ops._conv_args import check_conv3x3_args
 from fastprogan.ops._kernels import load_kernels
-from fastprogan.ops.bias_act import _empty_like_dense, bias_act, bias_act_ref, check_bias_act_args
+from fastprogan.ops.bias_act import bias_act, bias_act_ref, check_bias_act_args
 from fastprogan.ops.conv2d_downscale import conv2d_downscale_ref
 from fastprogan.ops.pixel_norm import DEFAULT_EPS
 from fastprogan.ops.resample_weight import downscale_conv_weight, upscale_conv_weight
@@ -112,17 +112,10 @@ def _out_hw(h: int, w: int, k: int, stride: int, padding: int) -> tuple[int, int
     return (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
 
 
-def _layout_of(t: torch.Tensor) -> torch.memory_format:
-    """channels_last if t is channels_last-dense (and not also NCHW-dense), else NCHW: the kernels' rule."""
-    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
 def _empty_out(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int) -> torch.Tensor:
     oh, ow = _out_hw(x.shape[2], x.shape[3], weight.shape[2], stride, padding)
     shape = (x.shape[0], weight.shape[0], oh, ow)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_layout_of(x))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=dense_format(x))
 
 
 def _note_tensor_inputs(ctx, inputs) -> None:
@@ -205,8 +198,8 @@ def _conv2d_masked_op(
 
 @_conv2d_masked_op.register_fake
 def _(x, mask, weight, negative_slope, stride, padding):
-    if mask is not None and _layout_of(mask) != _layout_of(x):
-        x = x.contiguous(memory_format=_layout_of(mask))  # the kernel brings x to mask's layout
+    if mask is not None and dense_format(mask) != dense_format(x):
+        x = x.contiguous(memory_format=dense_format(mask))  # the kernel brings x to mask's layout
     return _empty_out(x, weight, stride, padding)
 
 
@@ -257,13 +250,13 @@ def _conv_transpose2x_masked_op(
 def _empty_transpose2x(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     n, _, h, w = x.shape
     shape = (n, weight.shape[1], 2 * h, 2 * w)
-    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=_layout_of(x))
+    return torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=dense_format(x))
 
 
 @_conv_transpose2x_masked_op.register_fake
 def _(x, mask, weight, negative_slope):
-    if mask is not None and _layout_of(mask) != _layout_of(x):
-        x = x.contiguous(memory_format=_layout_of(mask))
+    if mask is not None and dense_format(mask) != dense_format(x):
+        x = x.contiguous(memory_format=dense_format(mask))
     return _empty_transpose2x(x, weight)
 
 
@@ -515,12 +508,12 @@ def _conv2d_act_pixel_norm_grad_op(
     r = rstd.unsqueeze(1)  # [N, 1, H, W]
     g_a = r * (gf - of * (gf * of).mean(dim=1, keepdim=True))
     g_v = torch.where(of > 0, g_a, g_a * negative_slope)
-    return g_v.to(out.dtype).contiguous(memory_format=_layout_of(out)), g_v.sum(dim=(0, 2, 3))
+    return g_v.to(out.dtype).contiguous(memory_format=dense_format(out)), g_v.sum(dim=(0, 2, 3))
 
 
 @_conv2d_act_pixel_norm_grad_op.register_fake
 def _(grad, out, rstd, negative_slope):
-    return _empty_like_dense(out), out.new_empty(out.shape[1], dtype=rstd.dtype)
+    return empty_like_dense(out), out.new_empty(out.shape[1], dtype=rstd.dtype)
 
 
 def _first_order_only(ctx, *grads):
@@ -609,7 +602,7 @@ def _upscale_conv2d_act_op(
 def _(x, weight4t, bias, negative_slope, pixel_norm, eps):
     n, _, h, w = x.shape
     out = torch.empty(
-        (n, weight4t.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=_layout_of(x)
+        (n, weight4t.shape[1], 2 * h, 2 * w), dtype=x.dtype, device=x.device, memory_format=dense_format(x)
     )
     rstd_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     return out, x.new_empty((n, 2 * h, 2 * w) if pixel_norm else (0,), dtype=rstd_dtype)

@@ -4,6 +4,7 @@ or the new one, never half of one, and no temporary file is left behind by a fai
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,9 +23,8 @@ def _fsync_dir(directory: Path) -> None:
     except OSError:  # some platforms cannot open directories; the rename is still atomic
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):  # a directory fsync some filesystems refuse: best effort
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -51,10 +51,8 @@ def write_atomically(
                 os.close(fd)
         os.replace(tmp, final)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
         if isinstance(exc, OSError):
             raise output_error(final, exc) from None
         if isinstance(exc, RuntimeError) and "write" in str(exc).lower():
