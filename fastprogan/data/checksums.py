@@ -15,10 +15,15 @@ big-endian, in dataset order. One string per level keeps the manifest compact an
 
 from __future__ import annotations
 
+import os
 import threading
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xxhash
+
+if TYPE_CHECKING:
+    from fastprogan.data.verifier import BackgroundVerifier
 
 HASH_NAME = "xxh3_64"
 _HEX_DIGITS = 16
@@ -82,9 +87,11 @@ class VerifiedLevel:
     """Which images of one level this process has checked: 0 unchecked, 1 sound, 2 corrupt.
 
     Shared by every loader of one opened dataset (``ShardedDataset.verified(r)``), so an image is
-    hashed at most once per process however many loaders, epochs or phases read it. Concurrent loader
-    threads may both hash the same unchecked image; they write the same verdict, so no lock is needed
-    for the state itself (only for the list of corrupt images found).
+    hashed at most once per process however many loaders, epochs or phases read it, and, once shared
+    (``share``), with the level's background verifier process (``fastprogan.data.verifier``), which
+    checks the images of the next batches while the loader copies. Concurrent writers (loader threads,
+    the helper) may both hash the same unchecked image; they write the same verdict, so no lock is
+    needed for the state itself (only for the list of corrupt images reported).
     """
 
     UNCHECKED, SOUND, CORRUPT = 0, 1, 2
@@ -93,8 +100,11 @@ class VerifiedLevel:
         self.expected = expected  # uint64 [N]
         self._expected = expected.tolist()  # the same as Python ints: a cheaper per-image compare
         self.state = np.zeros(len(expected), dtype=np.uint8)  # [N]
-        self.corrupt: list[int] = []  # dataset indices found corrupt, in the order found
+        self.corrupt: list[int] = []  # dataset indices found corrupt, in the order reported
+        self._reported: set[int] = set()  # the same, for the once-only test
         self._lock = threading.Lock()
+        self._shared_file = None  # the anonymous file behind ``state`` once shared
+        self._background = None  # the level's BackgroundVerifier, once started
 
     def check(self, index: int, image: np.ndarray) -> tuple[bool, bool]:
         """Hash ``image`` (the copy the loader just made of dataset image ``index``) and record the
@@ -110,9 +120,45 @@ class VerifiedLevel:
         if digest == self._expected[index]:
             self.state[index] = self.SOUND
             return True, False
+        self.state[index] = self.CORRUPT
+        return False, self.report(index)
+
+    def report(self, index: int) -> bool:
+        """Note that corrupt image ``index`` was met; True the first time in this process (so it is
+        logged once, whoever found it: a loader's hash or the background verifier's)."""
         with self._lock:
-            if self.state[index] == self.CORRUPT:
-                return False, False
-            self.state[index] = self.CORRUPT
+            if index in self._reported:
+                return False
+            self._reported.add(index)
             self.corrupt.append(int(index))
-            return False, True
+            return True
+
+    def background(self, level_file: os.PathLike | str, image_bytes: int) -> BackgroundVerifier | None:
+        """The level's background verifier (``fastprogan.data.verifier``), started on first use;
+        None where it is not worth it (a level under ``BACKGROUND_MIN_BYTES``, every image already
+        checked) or not possible (not POSIX, or the helper failed to start or died with an error). A
+        helper that finished (the level all checked) is started again if images become unchecked."""
+        from fastprogan.data import verifier
+
+        with self._lock:
+            if self._background is not None and self._background.alive:
+                return self._background
+            if (
+                (self._background is not None and self._background.failed)  # the loader hashes alone
+                or not verifier.supported()
+                or len(self.state) * image_bytes < verifier.BACKGROUND_MIN_BYTES
+                or bool((self.state != self.UNCHECKED).all())
+            ):
+                return None
+            if self._shared_file is None:
+                self._shared_file, self.state = verifier.shared_level_record(self.expected, self.state)
+            try:
+                self._background = verifier.BackgroundVerifier(self._shared_file, level_file, len(self.state))
+            except OSError:
+                return None
+            return self._background
+
+    def stop_background(self) -> None:
+        """Stop the background verifier if one runs (the loader then hashes what is left itself)."""
+        if self._background is not None:
+            self._background.stop()
