@@ -88,7 +88,7 @@ class VerifiedLevel:
 
     Shared by every loader of one opened dataset (``ShardedDataset.verified(r)``), so an image is
     hashed at most once per process however many loaders, epochs or phases read it, and, once shared
-    (``share``), with the level's background verifier process (``fastprogan.data.verifier``), which
+    (``verifier.shared_level_record``), with the level's background verifier process (``fastprogan.data.verifier``), which
     checks the images of the next batches while the loader copies. Concurrent writers (loader threads,
     the helper) may both hash the same unchecked image; they write the same verdict, so no lock is
     needed for the state itself (only for the list of corrupt images reported).
@@ -133,11 +133,11 @@ class VerifiedLevel:
             self.corrupt.append(int(index))
             return True
 
-    def background(self, level_file: os.PathLike | str, image_bytes: int) -> BackgroundVerifier | None:
-        """The level's background verifier (``fastprogan.data.verifier``), started on first use;
-        None where it is not worth it (a level under ``BACKGROUND_MIN_BYTES``, every image already
-        checked) or not possible (not POSIX, or the helper failed to start or died with an error). A
-        helper that finished (the level all checked) is started again if images become unchecked."""
+    def background(self, level_file: os.PathLike | str) -> BackgroundVerifier | None:
+        """The level's background verifier (``fastprogan.data.verifier``), started on first use (the
+        loader decides whether one is worth it); None once every image is checked, or where the helper
+        failed to start or died with an error. A helper that finished (the level all checked) is
+        started again if images become unchecked."""
         from fastprogan.data import verifier
 
         with self._lock:
@@ -145,8 +145,6 @@ class VerifiedLevel:
                 return self._background
             if (
                 (self._background is not None and self._background.failed)  # the loader hashes alone
-                or not verifier.supported()
-                or len(self.state) * image_bytes < verifier.BACKGROUND_MIN_BYTES
                 or bool((self.state != self.UNCHECKED).all())
             ):
                 return None
@@ -157,8 +155,3 @@ class VerifiedLevel:
             except OSError:
                 return None
             return self._background
-
-    def stop_background(self) -> None:
-        """Stop the background verifier if one runs (the loader then hashes what is left itself)."""
-        if self._background is not None:
-            self._background.stop()

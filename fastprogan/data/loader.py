@@ -53,7 +53,6 @@ from fastprogan.data.checksums import HASH_NAME, VerifiedLevel, copy_and_hash
 from fastprogan.data.create import level_filename
 from fastprogan.data.errors import CorruptImageError
 from fastprogan.data.shards import ShardedDataset, open_dataset
-from fastprogan.data.verifier import BackgroundVerifier
 
 STATE_VERSION = 2
 # Below this many bytes per image, one vectorised np.take beats a per-image copy loop.
@@ -122,7 +121,7 @@ class ImageLoader:
             and verifier.usable_cpus() > num_workers + 1
         )
         self.verify_ahead = verify_ahead if verify and worth_it else 0  # 0: the loader hashes alone
-        self._background: BackgroundVerifier | None = None
+        self._background: verifier.BackgroundVerifier | None = None
         self._ahead: deque[tuple[tuple[int, int], int]] = deque()
         self._ahead_pos = (0, 0)  # position after the last batch published
         n = dataset.num_images
@@ -282,9 +281,9 @@ class ImageLoader:
         if self._background is None or not self._background.alive:
             level = self._verified
             assert level is not None
-            c, r = self.dataset.channels, self.resolution
-            self._background = level.background(self.dataset.path / level_filename(r), c * r * r)
-            if self._background is None:
+            self._background = level.background(self.dataset.path / level_filename(self.resolution))
+            if self._background is None:  # level all checked, or the helper failed: stop asking
+                self.verify_ahead = 0  # (asking costs an O(N) look at the verdicts per batch)
                 return
             self._ahead.clear()
         bg = self._background
