@@ -11,15 +11,20 @@ then batches are drawn. Target: >= 1 GB/s.
 Verification cost. Each image is checked against its xxh3_64 the first time the process reads it,
 by the level's background verifier process a few batches ahead of the loader
 (``fastprogan.data.verifier``) or, for any image it has not reached, by the loader in the same visit
-as its copy; the verdict is remembered on the opened dataset. Two numbers matter, each the ratio
-verify on / off of median throughputs from interleaved on/off rounds in one process (speeds here
+as its copy; the verdict is remembered on the opened dataset. Two numbers matter, each the median
+over rounds of the ratio verify on / off of a pair of runs back to back in one process (speeds here
 drift up to 3x minute to minute; only ratios of interleaved runs mean anything). Budget for both:
 >= 0.85 (at most 15% slower).
   * first read: every image unchecked when the loader meets it (the first epoch at each level of a
     run, once per process), emulated on the small bench dataset by marking each delivered batch
     unchecked again (``measure_first_reads``);
-  * steady: every image checked already (every later epoch, phase and loader): a per-batch lookup.
-First reads are reported as: wall clock (median), best (fastest round on / fastest off), per CPU
+  * steady: every image checked already (every later epoch, phase and loader): once the loader has
+    seen the level all checked (at an epoch's end) it reads it exactly as with verify off.
+Rows: ``num_workers`` 0 and 2. The training default, ``num_workers="auto"``, leaves a core for the
+training step and one for the verifier (``auto_num_workers``: 0 threads on 2 CPUs, 2 from 4 CPUs);
+its row is marked ``*`` and is the one the budget is for. A row with more gather threads than that
+has no core for the verifier, so its first read hashes on the cores that copy (shown for reference).
+First reads are reported as: wall clock (median pair ratio), best (fastest round on / fastest off), per CPU
 second of this process and the verifier together (the hashing is moved to another core, not
 removed), and "alone": wall clock with ``verify_ahead=0`` (the loader hashing every image itself,
 as on a platform without the helper). Steady: wall, cpu, and "min": the fastest of 300 interleaved
@@ -38,6 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from fastprogan.data import ImageLoader, create_dataset, open_dataset
+from fastprogan.data.loader import auto_num_workers
+from fastprogan.data.verifier import cpu_share
 
 # resolution -> (images in the dataset, batch size): a few hundred at 128/256, fewer at 1024.
 CASES = {128: (400, 64), 256: (300, 32), 1024: (48, 8)}
@@ -64,13 +71,12 @@ def measure(
     seconds: float = 1.0,
     verify: bool = True,
     dataset=None,
-    cpu: bool = False,
-) -> float:
-    """uint8 bytes per second delivered by ImageLoader (at least ``seconds`` of batches).
+) -> tuple[float, float]:
+    """(bytes per wall second, per CPU second) delivered by ImageLoader (at least ``seconds`` of batches).
 
-    ``cpu``: per second of this process's CPU time (all threads) instead of wall time. Verification
-    costs CPU work, so on a shared machine, where other jobs deschedule this one, CPU-time ratios
-    show the cost far more steadily than wall-time ratios.
+    Per CPU second: this process's CPU time (all threads). Verification costs CPU work, so on a
+    shared machine, where other jobs deschedule this one, CPU-time ratios show the cost far more
+    steadily than wall-time ratios.
     """
     _, batch = CASES[resolution]
     ds = dataset if dataset is not None else open_dataset(path)
@@ -81,7 +87,7 @@ def measure(
         done += next(loader).numel()
     cpu_elapsed = time.process_time() - cpu_start
     loader.close()
-    return done / (cpu_elapsed if cpu else elapsed)
+    return done / elapsed, done / max(cpu_elapsed, 1e-9)
 
 
 def measure_first_reads(
@@ -111,76 +117,99 @@ def measure_first_reads(
     next(loader)  # start threads, first permutation, the verifier process
     if level is not None:
         level.state[:] = level.UNCHECKED
+        level.all_sound = False
     helper = loader._background
     if helper is not None:
         helper.wait_ready()  # its interpreter's start is not part of a batch's cost
-    done, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    # Only next() is timed, on and off alike: the emulation's own bookkeeping (the indices, the
+    # reset; ~7 us of this thread per batch) is no loader cost. CPU time is the whole process's
+    # (gather threads work on between calls) less this thread's bookkeeping.
+    done, elapsed, bookkeeping = 0, 0.0, 0.0
     helper_cpu = helper.cpu_seconds() if helper is not None else None
-    while time.perf_counter() - start < seconds:
+    cpu_start = time.process_time()
+    while elapsed < seconds:
+        mark = time.thread_time()
         idx = loader._next_indices(loader.epoch, loader.offset)[0]  # the batch next() returns
+        bookkeeping += time.thread_time() - mark
+        start = time.perf_counter()
         done += next(loader).numel()
+        elapsed += time.perf_counter() - start
         if level is not None:
+            mark = time.thread_time()
             level.state[idx] = level.UNCHECKED  # delivered: unchecked again, read next epoch
-    elapsed, cpu_elapsed = time.perf_counter() - start, time.process_time() - cpu_start
+            bookkeeping += time.thread_time() - mark
+    cpu_elapsed = time.process_time() - cpu_start - bookkeeping
     if helper_cpu is not None:
         cpu_elapsed += (helper.cpu_seconds() or helper_cpu) - helper_cpu
     loader.close()
     return done / elapsed, done / max(cpu_elapsed, 1e-9)
 
 
+def read_until_checked(loader: ImageLoader) -> None:
+    """Read until the loader has seen its level all checked (it looks at each epoch's end; with
+    drop_last an epoch leaves a few images out, so this may take a few epochs): the steady state."""
+    level = loader.dataset.verified(loader.resolution)
+    for _ in range(100 * loader.steps_per_epoch):
+        if level.all_sound:
+            return
+        next(loader)
+    raise AssertionError("the level never read as all checked")
+
+
 def verify_ratios(
-    path: Path, resolution: int, num_workers: int, rounds: int = 7, seconds: float = 0.3
+    path: Path, resolution: int, num_workers: int, rounds: int = 9, seconds: float = 0.3
 ) -> dict[str, float]:
-    """Interleaved verify on/off rounds in this process: median GB/s of each and their ratios
-    (``steady_*``: all images checked; ``first_*``: none checked, with the background verifier;
-    ``first_alone_*``: none checked, the loader hashing every image itself, verify_ahead=0), and
-    ``first_best_ratio``: the fastest first-read round on / the fastest off."""
-    checked = open_dataset(path)  # one opened dataset: its images are checked in the warm-up below
-    warm = ImageLoader(checked, resolution, CASES[resolution][1])
-    for _ in range(warm.steps_per_epoch):
-        next(warm)
-    kinds = ("steady", "steady_cpu", "first", "first_cpu", "first_alone")
-    runs: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in kinds}
+    """Verify on/off ratios from rounds in this process: each kind's on and off runs back to back
+    (which goes first alternates), the ratio of each pair, and the median over rounds (pairs cancel
+    the minute-to-minute drift of this machine's speed). Kinds: ``steady`` (all images checked),
+    ``first`` (none checked, with the background verifier), ``first_alone`` (none checked, the
+    loader hashing every image itself, verify_ahead=0); ``*_cpu``: per CPU second. Also the median
+    GB/s of verify off (``off_gbps``, steady; ``first_off_gbps``) and ``first_best_ratio``: the
+    fastest first-read round on / the fastest off."""
+    checked = open_dataset(path)  # one opened dataset: its images are checked just below
+    read_until_checked(ImageLoader(checked, resolution, CASES[resolution][1]))
     first = {True: open_dataset(path), False: open_dataset(path), "alone": open_dataset(path)}  # one per kind
+
+    def steady(verify: bool) -> tuple[float, float]:
+        return measure(path, resolution, num_workers, seconds, verify, checked)
+
+    def first_read(verify: bool) -> tuple[float, float]:
+        return measure_first_reads(path, resolution, num_workers, verify, seconds, dataset=first[verify])
+
+    def first_alone(verify: bool) -> tuple[float, float]:
+        ds = first["alone"] if verify else first[False]
+        return measure_first_reads(path, resolution, num_workers, verify, seconds, verify_ahead=0, dataset=ds)
+
+    kinds = {"steady": steady, "first": first_read, "first_alone": first_alone}
+    ratios: dict[str, list[float]] = {f"{k}{c}": [] for k in kinds for c in ("", "_cpu")}
+    speeds: dict[str, dict[bool, list[float]]] = {k: {True: [], False: []} for k in kinds}
     for i in range(rounds):
-        for verify in (False, True) if i % 2 == 0 else (True, False):  # alternate which goes first
-            runs["steady"][verify].append(measure(path, resolution, num_workers, seconds, verify, checked))
-            runs["steady_cpu"][verify].append(
-                measure(path, resolution, num_workers, seconds, verify, checked, cpu=True)
-            )
-            wall, cpu = measure_first_reads(
-                path, resolution, num_workers, verify, seconds, dataset=first[verify]
-            )
-            runs["first"][verify].append(wall)
-            runs["first_cpu"][verify].append(cpu)
-            if verify:
-                runs["first_alone"][True].append(
-                    measure_first_reads(
-                        path, resolution, num_workers, True, seconds, verify_ahead=0, dataset=first["alone"]
-                    )[0]
-                )
-    runs["first_alone"][False] = runs["first"][False]
-    med = {k: {v: float(np.median(x)) / 1e9 for v, x in d.items()} for k, d in runs.items()}
-    out = {"off_gbps": med["steady"][False], "on_gbps": med["steady"][True]}
-    out.update({"first_off_gbps": med["first"][False], "first_on_gbps": med["first"][True]})
-    for key in kinds:
-        out[f"{key}_ratio"] = med[key][True] / med[key][False]
-    out["first_best_ratio"] = max(runs["first"][True]) / max(runs["first"][False])
+        order = (False, True) if i % 2 == 0 else (True, False)
+        for kind, run in kinds.items():
+            got = {verify: run(verify) for verify in order}  # (wall, cpu) bytes/s, back to back
+            ratios[kind].append(got[True][0] / got[False][0])
+            ratios[f"{kind}_cpu"].append(got[True][1] / got[False][1])
+            for verify in order:
+                speeds[kind][verify].append(got[verify][0])
+    out = {f"{k}_ratio": float(np.median(v)) for k, v in ratios.items()}
+    out["off_gbps"] = float(np.median(speeds["steady"][False])) / 1e9
+    out["first_off_gbps"] = float(np.median(speeds["first"][False])) / 1e9
+    out["first_best_ratio"] = max(speeds["first"][True]) / max(speeds["first"][False])
     return out
 
 
 def batch_time_ratios(path: Path, resolution: int, reps: int = 300) -> dict[str, float]:
     """on/off throughput ratios of gathering one batch, from the fastest of ``reps`` interleaved
-    timings of each: verify off, and verify on with the batch's images checked (steady). The minimum
-    filters out the descheduling that dominates wall times on a shared machine."""
+    timings of each: verify off, and verify on once the level is all checked (steady: after the first
+    epoch). The minimum filters out the descheduling that dominates wall times on a shared machine."""
     _, batch = CASES[resolution]
     ds = open_dataset(path)
     loaders = {
         "off": ImageLoader(ds, resolution, batch, verify=False),
         "steady": ImageLoader(ds, resolution, batch),
     }
+    read_until_checked(loaders["steady"])
     idx = loaders["off"]._next_indices(0, 0)[0]  # the first batch of epoch 0: a typical scattered batch
-    loaders["steady"]._gather(idx)  # its images are now checked
     times: dict[str, list[float]] = {k: [] for k in loaders}
     for i in range(reps):
         for kind in ("off", "steady") if i % 2 == 0 else ("steady", "off"):
@@ -238,8 +267,9 @@ def main(repeats: int = 1) -> None:
                 for workers in (0, 2):
                     r = verify_ratios(path, resolution, workers)
                     m = batch_time_ratios(path, resolution)  # single-threaded gather: same for both rows
+                    mark = "*" if workers == auto_num_workers() else " "
                     print(
-                        f"{resolution:>5} {n:>6} {batch:>5} {workers:>7} {r['off_gbps']:>8.2f} | "
+                        f"{resolution:>5} {n:>6} {batch:>5} {workers:>6}{mark} {r['off_gbps']:>8.2f} | "
                         f"{'':>18} {r['first_ratio']:>6.3f} {r['first_best_ratio']:>6.3f} "
                         f"{r['first_cpu_ratio']:>6.3f} {r['first_alone_ratio']:>6.3f} | {'':>14} "
                         f"{r['steady_ratio']:>6.3f} {r['steady_cpu_ratio']:>6.3f} {m['steady_min_ratio']:>6.3f}",
@@ -247,12 +277,17 @@ def main(repeats: int = 1) -> None:
                     )
             if repeat + 1 < repeats:
                 print("-" * 20, flush=True)
+    print(
+        f"*: num_workers='auto' (the training default) is {auto_num_workers()} here ({cpu_share()} CPUs): "
+        "the budget's rows; the others have no core for the verifier."
+    )
     print("on/off: throughput with verification / without (1.0 = free); budget >= 0.85 for both.")
     print("first read: every image unchecked when the loader meets it (the first epoch of a level),")
     print("  with the background verifier process (verify_ahead=4); steady: all checked (later epochs).")
-    print("wall: median of interleaved rounds; best: fastest round / fastest round; cpu: per CPU second")
-    print("  of this process plus the verifier's; alone: wall with verify_ahead=0 (the loader hashes")
-    print("  every image itself); min: fastest of 300 interleaved one-batch gathers.")
+    print("wall: median over rounds of on/off runs back to back; best: fastest round / fastest round;")
+    print("  cpu: the same per CPU second of this process plus the verifier's; alone: wall with")
+    print("  verify_ahead=0 (the loader hashes every image itself); min: fastest of 300 interleaved")
+    print("  one-batch gathers.")
 
 
 if __name__ == "__main__":

@@ -100,11 +100,21 @@ class VerifiedLevel:
         self.expected = expected  # uint64 [N]
         self._expected = expected.tolist()  # the same as Python ints: a cheaper per-image compare
         self.state = np.zeros(len(expected), dtype=np.uint8)  # [N]
+        # Every image checked and sound (``refresh``): loaders then skip the per-batch lookup.
+        self.all_sound = False
         self.corrupt: list[int] = []  # dataset indices found corrupt, in the order reported
         self._reported: set[int] = set()  # the same, for the once-only test
         self._lock = threading.Lock()
         self._shared_file = None  # the anonymous file behind ``state`` once shared
         self._background = None  # the level's BackgroundVerifier, once started
+
+    def refresh(self) -> bool:
+        """Whether every image is now checked and sound; an O(N) look until it is, so loaders ask once
+        per epoch. Images are never unchecked again, so once True it stays True (a corrupt image keeps
+        it False: every batch holding it is still handled)."""
+        if not self.all_sound:
+            self.all_sound = bool((self.state == self.SOUND).all())
+        return self.all_sound
 
     def check(self, index: int, image: np.ndarray) -> tuple[bool, bool]:
         """Hash ``image`` (the copy the loader just made of dataset image ``index``) and record the

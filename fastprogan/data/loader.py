@@ -31,9 +31,11 @@ without it. A corrupt image raises CorruptImageError naming its index and file; 
 and the stream its position), counted in ``skipped``, and reported once through ``log``.
 
 Workers. ``num_workers`` threads gather up to ``prefetch`` (default ``num_workers``) batches ahead
-(copying from the page cache releases the GIL). The batch contents depend only on (seed, position),
-never on the worker count. From a warm page cache ``num_workers=0`` is already several GB/s; threads
-help when the data comes from disk or the training step leaves the CPU idle.
+(copying from the page cache releases the GIL); ``"auto"`` (the trainer's default) picks
+``auto_num_workers()``, which leaves a core for the caller and one for the background verifier. The
+batch contents depend only on (seed, position), never on the worker count. From a warm page cache
+``num_workers=0`` is already several GB/s; threads help when the data comes from disk or the training
+step leaves the CPU idle.
 """
 
 from __future__ import annotations
@@ -59,6 +61,20 @@ STATE_VERSION = 2
 _SMALL_IMAGE_BYTES = 16 << 10
 
 
+def auto_num_workers() -> int:
+    """Gather threads for ``num_workers="auto"`` (the training default): at most 2, leaving one of
+    this process's CPUs (``verifier.cpu_share()``: its usable CPUs over the node's ranks) for the
+    caller's thread (the training step) and one for the level's background verifier.
+
+    1-2 CPUs: 0 (the caller gathers; a 2-core machine keeps its second core for the verifier), 3: 1,
+    4 or more: 2. On the 2-core build machine a second gather thread bought little (verify off, warm
+    cache: 0.95x the GB/s of 0 threads at 128 px, 1.6x at 1024 px), while taking the verifier's core
+    made every first read hash on the copying cores: 0.47-0.68 of verify off, against 0.89-0.91 with
+    the helper on its own core (``benchmarks/bench_loader.py``).
+    """
+    return max(0, min(2, verifier.cpu_share() - 2))
+
+
 class ImageLoader:
     """Endless iterator of uint8 CPU tensors [B, C, R, R] from one resolution of a dataset."""
 
@@ -71,7 +87,7 @@ class ImageLoader:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         pin_memory: bool | None = None,
         drop_last: bool = True,
         start: dict[str, Any] | None = None,
@@ -85,6 +101,10 @@ class ImageLoader:
             dataset = open_dataset(dataset)
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        if num_workers == "auto":
+            num_workers = auto_num_workers()
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int):
+            raise ValueError(f"num_workers must be an int >= 0 or 'auto', got {num_workers!r}")
         if batch_size < 1 or num_workers < 0 or seed < 0 or verify_ahead < 0:
             raise ValueError("batch_size must be >= 1, num_workers >= 0, seed >= 0 and verify_ahead >= 0")
         self.dataset = dataset
@@ -118,7 +138,7 @@ class ImageLoader:
             # A spare core beside this thread and the gather threads: without one the helper only
             # competes with the copies (2 workers on the 2-core build machine: first read 0.59-0.66
             # of verify off with the helper, 0.50-0.75 without).
-            and verifier.usable_cpus() > num_workers + 1
+            and verifier.cpu_share() > num_workers + 1
         )
         self.verify_ahead = verify_ahead if verify and worth_it else 0  # 0: the loader hashes alone
         self._background: verifier.BackgroundVerifier | None = None
@@ -179,6 +199,8 @@ class ImageLoader:
         out = torch.empty((len(idx), c, r, r), dtype=torch.uint8, pin_memory=self.pin_memory)
         dst = out.numpy()
         level = self._verified
+        if level is not None and level.all_sound:  # every later epoch: the same copy as verify off
+            level = None
         new: list[int] = []  # dataset indices found corrupt by this gather (reported once)
         images = self._images
         state = None if level is None else level.state[idx]  # [B] this process's verdicts so far
@@ -203,7 +225,7 @@ class ImageLoader:
                             new.append(i)
                     else:
                         dst[j] = images[i]
-        # After one pass over the level every verdict is SOUND: the batch costs the one lookup above.
+        # Until the level's next refresh (each epoch), a batch of sound images costs the lookup above.
         if state is not None and (new or not (state == VerifiedLevel.SOUND).all()):
             self._check(idx, dst, new)
         return out
@@ -321,6 +343,8 @@ class ImageLoader:
             future, epoch, offset = self._queue.popleft()
             batch = future.result()
             self._fill()
+        if epoch != self.epoch and self._verified is not None:
+            self._verified.refresh()  # an epoch over: is every image checked now (then no lookups)?
         self.epoch, self.offset = epoch, offset
         self._flush_log()
         return batch

@@ -67,6 +67,16 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def cpu_share() -> int:
+    """Usable CPUs per process of this node's job: ``usable_cpus()`` split over the node's ranks
+    (``LOCAL_WORLD_SIZE``, set by torchrun), at least 1."""
+    try:
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        local = 1
+    return max(1, usable_cpus() // local)
+
+
 def _anonymous_mapping(size: int) -> tuple[object, mmap.mmap]:
     """(an unlinked temporary file, a shared read-write mapping of its ``size`` zero bytes)."""
     shm = "/dev/shm"  # RAM-backed where it exists: the mapping is never written back to a disk
@@ -248,4 +258,7 @@ def _serve(record_fd: int, ring_fd: int, level_file: str, n: int) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+    try:
+        _serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+    except OSError as exc:  # e.g. the level file gone before the helper opened it: the loader hashes alone
+        sys.exit(f"fastprogan background verifier: {exc}")

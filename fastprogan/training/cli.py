@@ -97,7 +97,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="replay each phase's D and G steps as CUDA graphs: auto (default: CUDA fp32/bf16; off for fp16) "
         "| on | off",
     )
-    h.add_argument("--num-workers", type=int, help="data loader threads")
+    h.add_argument(
+        "--num-workers",
+        metavar="N|auto",
+        help="data loader threads (default auto: up to 2, leaving a core for training and one for the "
+        "data verifier)",
+    )
     h.add_argument("--cpu-threads", type=int, help="torch threads when training on CPU (0: torch default)")
     h.add_argument(
         "--verify-data",

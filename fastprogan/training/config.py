@@ -71,7 +71,7 @@ class TrainingConfig:
     allow_tf32: bool = False
     impl: str = "auto"  # ops: auto (Triton on CUDA), ref (plain torch), triton (CPU: TRITON_INTERPRET=1)
     cuda_graphs: str = "auto"  # replay each phase's steps as CUDA graphs: auto (CUDA fp32/bf16), on, off
-    num_workers: int = 2
+    num_workers: int | str = "auto"  # data loader threads; auto: fastprogan.data.loader.auto_num_workers()
     cpu_threads: int = 0  # torch intra-op threads when training on CPU; 0: torch's default
     # Data integrity (docs/datasets.md): check each image's xxh3_64 against the manifest the first time
     # the process reads it; a corrupt image stops the run, or with skip_bad is replaced and logged.
@@ -174,8 +174,10 @@ class TrainingConfig:
             raise ConfigError(f"mbstd_group_size must be >= 0, got {self.mbstd_group_size}")
         if self.cpu_threads < 0:
             raise ConfigError(f"cpu_threads must be >= 0, got {self.cpu_threads}")
-        if self.num_workers < 0:
-            raise ConfigError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.num_workers != "auto" and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise ConfigError(
+                f"config field num_workers must be an int >= 0 or 'auto', got {self.num_workers!r}"
+            )
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, got {self.seed}")
 
@@ -191,6 +193,12 @@ _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainingConfig)}
 def _coerce(name: str, value: Any) -> Any:
     """Check one field's value against its annotation; convert JSON shapes (string keys, lists)."""
     kind = _FIELD_TYPES[name]
+    if kind == "int | str":  # a count, or the string "auto" (num_workers)
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not str(value).isdigit():
+            raise ConfigError(f"config field {name} must be an int >= 0 or 'auto', got {value!r}")
+        return int(value)
     try:
         if value is None:
             if "None" not in kind:

@@ -104,6 +104,24 @@ def test_no_helper_without_a_spare_core_small_level_or_when_off(dataset, monkeyp
         ImageLoader(ds, 32, 4, verify_ahead=-1)
 
 
+@pytest.mark.parametrize(
+    ("cpus", "ranks", "threads"), [(1, 1, 0), (2, 1, 0), (3, 1, 1), (4, 1, 2), (64, 1, 2), (16, 8, 0)]
+)
+def test_auto_workers_leave_a_core_for_the_caller_and_the_helper(dataset, monkeypatch, cpus, ranks, threads):
+    monkeypatch.setattr(verifier_mod, "usable_cpus", lambda: cpus)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(ranks))
+    loader = ImageLoader(open_dataset(dataset), 32, 4, num_workers="auto")
+    assert loader.num_workers == threads
+    # Wherever this process has 2 CPUs or more, the helper gets one of them.
+    assert loader.verify_ahead == (4 if cpus // ranks >= 2 else 0)
+
+
+@pytest.mark.parametrize("bad", ["two", -1, 1.5, True, None])
+def test_num_workers_must_be_a_count_or_auto(dataset, bad):
+    with pytest.raises(ValueError, match="num_workers"):
+        ImageLoader(open_dataset(dataset), 32, 4, num_workers=bad)
+
+
 def test_a_helper_that_fails_leaves_the_loader_hashing_alone(dataset, monkeypatch):
     ds = open_dataset(dataset)
     loader = ImageLoader(ds, 32, 4, seed=0)

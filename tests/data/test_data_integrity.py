@@ -115,6 +115,26 @@ def test_each_image_is_hashed_once_per_process(dataset, monkeypatch):
     assert len(calls) == 12  # later epochs and loaders cost no hashing
 
 
+def test_a_level_all_sound_is_read_without_lookups_and_a_corrupt_one_never_is(dataset, monkeypatch):
+    ds = open_dataset(dataset)
+    loader = ImageLoader(ds, 32, 4, seed=3)
+    level = ds.verified(32)
+    read_epoch(loader, 2)
+    assert not level.all_sound
+    next(loader)
+    assert level.all_sound  # refreshed as the epoch's last batch took the stream into epoch 1
+    # From now on a batch costs what it costs with verify off: the verdicts are not even read.
+    monkeypatch.setattr(level, "state", None)
+    reference = ImageLoader(ds, 32, 4, seed=3, verify=False, start=loader.state_dict())
+    for _ in range(4):
+        assert np.array_equal(next(loader).numpy(), next(reference).numpy())
+    flip_bytes(dataset, 32, 7)
+    bad = open_dataset(dataset)
+    skipping = ImageLoader(bad, 32, 4, seed=3, skip_bad=True)
+    read_epoch(skipping, 9)  # three epochs
+    assert not bad.verified(32).all_sound and skipping.skipped == 3  # replaced in every epoch
+
+
 @pytest.mark.parametrize("source_first", [False, True], ids=["copy-then-hash", "hash-then-copy"])
 def test_copy_and_hash_equals_the_image_hash_and_copies(source_first, monkeypatch):
     monkeypatch.setattr(checksums_mod, "_HASH_SOURCE_FIRST_BYTES", 0 if source_first else 1 << 40)

@@ -20,6 +20,8 @@ from tests.training.helpers import tiny_cli_args
         (["--set", "fmap_base=big"], "config field fmap_base must be int"),
         (["--batch", "huge"], "batch must be 'preset' or 'auto'"),
         (["--metrics", "swd,iq"], "unknown metric(s) iq"),
+        (["--num-workers", "many"], "config field num_workers must be an int >= 0 or 'auto', got 'many'"),
+        (["--set", "num_workers=-3"], "config field num_workers must be an int >= 0 or 'auto', got -3"),
     ],
 )
 def test_bad_settings_exit_2(extra, needle, tmp_path, capsys):

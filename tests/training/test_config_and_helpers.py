@@ -28,6 +28,17 @@ def test_set_option_parsing():
     assert config.minibatch_dict == {4: 64} and config.metrics == ("swd", "msssim")
 
 
+def test_num_workers_defaults_to_auto_and_takes_a_count():
+    assert TrainingConfig().num_workers == "auto"
+    assert TrainingConfig.from_dict({"num_workers": 3}).num_workers == 3
+    assert TrainingConfig.from_dict({"num_workers": "auto"}).num_workers == "auto"
+    assert parse_set_option("num_workers=auto") == ("num_workers", "auto")
+    assert TrainingConfig.from_dict({"num_workers": "3"}).num_workers == 3  # --num-workers 3
+    for bad in (2.5, -1, True, "two"):
+        with pytest.raises(ConfigError, match="num_workers must be an int >= 0 or 'auto'"):
+            TrainingConfig.from_dict({"num_workers": bad})
+
+
 def test_ema_is_lerp_and_copies_buffers():
     G = torch.nn.BatchNorm1d(3)
     with torch.no_grad():
