@@ -95,6 +95,7 @@ class VerifiedLevel:
     """
 
     UNCHECKED, SOUND, CORRUPT = 0, 1, 2
+    SOUND_BYTES = bytes((SOUND,))  # x B: the bytes of a batch's verdicts when all are sound
 
     def __init__(self, expected: np.ndarray) -> None:
         self.expected = expected  # uint64 [N]

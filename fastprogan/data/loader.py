@@ -199,34 +199,36 @@ class ImageLoader:
         out = torch.empty((len(idx), c, r, r), dtype=torch.uint8, pin_memory=self.pin_memory)
         dst = out.numpy()
         level = self._verified
-        if level is not None and level.all_sound:  # every later epoch: the same copy as verify off
-            level = None
+        state = None  # [B] this process's verdicts so far, where some of the batch needs checking
+        if level is not None and not level.all_sound:  # all sound (every later epoch): verify off's copy
+            state = level.state[idx]
+            # A batch already checked and sound (the helper got there first): the plain copy too. One
+            # bytes compare: 0.6 us, against 8.2 us for two numpy tests (1.6% of a 128 px batch).
+            if state.tobytes() == VerifiedLevel.SOUND_BYTES * len(idx):
+                state = None
         new: list[int] = []  # dataset indices found corrupt by this gather (reported once)
         images = self._images
-        state = None if level is None else level.state[idx]  # [B] this process's verdicts so far
         if c * r * r < _SMALL_IMAGE_BYTES:
             np.take(images, idx, axis=0, out=dst)
-        else:
+        elif state is None:
             # Visit the file in ascending order (friendlier to readahead); each copy is one memcpy.
-            order = np.argsort(idx, kind="stable").tolist()
-            todo = None if state is None else state == VerifiedLevel.UNCHECKED  # [B]
-            if todo is None or not todo.any():  # steady state: every image checked already
-                for j in order:
-                    dst[j] = images[idx[j]]
-            else:
-                # An unchecked image is hashed in the same visit (copy_and_hash: its bytes are read
-                # from memory once; a second pass over the batch would read them from L3 or memory
-                # again). Python lists: this loop's per-image overhead is part of the measured cost.
-                indices, todo_list, record = idx.tolist(), todo.tolist(), level.record
-                for j in order:
-                    i = indices[j]
-                    if todo_list[j]:
-                        if record(i, copy_and_hash(images[i], dst[j]))[1]:
-                            new.append(i)
-                    else:
-                        dst[j] = images[i]
-        # Until the level's next refresh (each epoch), a batch of sound images costs the lookup above.
-        if state is not None and (new or not (state == VerifiedLevel.SOUND).all()):
+            for j in np.argsort(idx, kind="stable").tolist():
+                dst[j] = images[idx[j]]
+        else:
+            # An unchecked image is hashed in the same visit (copy_and_hash: its bytes are read from
+            # memory once; a second pass over the batch would read them from L3 or memory again).
+            # Python lists: this loop's per-image overhead is part of the measured cost.
+            assert level is not None
+            indices, record = idx.tolist(), level.record
+            todo = (state == VerifiedLevel.UNCHECKED).tolist()  # [B]
+            for j in np.argsort(idx, kind="stable").tolist():
+                i = indices[j]
+                if todo[j]:
+                    if record(i, copy_and_hash(images[i], dst[j]))[1]:
+                        new.append(i)
+                else:
+                    dst[j] = images[i]
+        if state is not None:  # hash what np.take copied; known-corrupt images; skip_bad
             self._check(idx, dst, new)
         return out
 
