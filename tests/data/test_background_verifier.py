@@ -137,3 +137,17 @@ def test_a_helper_that_fails_leaves_the_loader_hashing_alone(dataset, monkeypatc
         assert bool((next(loader) == next(plain)).all())
     assert ds.verified(32).background(dataset / "res_0032.npy") is None  # not restarted
     assert (ds.verified(32).state == 1).all()  # the loader checked the rest itself
+
+
+def test_the_helper_exits_at_end_of_file_on_its_wake_pipe(dataset):
+    # The parent gone (or stop()) closes the pipe's write end: the idle helper leaves at once, with
+    # the level still unchecked and no stop flag set.
+    level = open_dataset(dataset).verified(32)
+    helper = level.background(dataset / "res_0032.npy")
+    assert helper is not None and helper.wait_ready()
+    time.sleep(0.05)  # idle, waiting on the pipe
+    assert helper.alive and (level.state == level.UNCHECKED).all()
+    helper._close_wake()
+    helper.process.wait(timeout=5)
+    assert helper.process.returncode == 0
+    helper.stop()
