@@ -69,8 +69,8 @@ def auto_num_workers() -> int:
     1-2 CPUs: 0 (the caller gathers; a 2-core machine keeps its second core for the verifier), 3: 1,
     4 or more: 2. On the 2-core build machine a second gather thread bought little (verify off, warm
     cache: 0.95x the GB/s of 0 threads at 128 px, 1.6x at 1024 px), while taking the verifier's core
-    made every first read hash on the copying cores: 0.47-0.68 of verify off, against 0.89-0.91 with
-    the helper on its own core (``benchmarks/bench_loader.py``).
+    made every first read hash on the copying cores: 0.58-0.89 of verify off, against 0.84-0.99
+    (medians 0.89-0.94) with the helper on its own core (``benchmarks/bench_loader.py``).
     """
     return max(0, min(2, verifier.cpu_share() - 2))
 
